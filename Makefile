@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DB ?= auditcov.db
+
+.PHONY: run test lint bench e2e clean
+
+$(BIN)/auditcov: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.test-extras: $(BIN)/auditcov
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/auditcov
+	$(BIN)/auditcov serve --db $(DB)
+
+test: $(VENV)/.test-extras
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-extras
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.test-extras
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
