@@ -1,0 +1,133 @@
+"""The store: one SQLite database (WAL) whose schema is defined here and nowhere else.
+
+Everything reads and writes through `open_store` and the tables below. The sink writes events from one
+writer thread; reports and offline tools read with their own connections (WAL lets readers run beside it).
+
+Schema history (SCHEMA_VERSION):
+    1: the first schema.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from merge.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+-- Key/value facts about the store itself: schema_version.
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- A run is one session of tests against one cluster (`POST /v1/audit/{run}`, `--run`).
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    created_us INTEGER NOT NULL        -- when the store first saw it
+);
+
+-- One row per audit event, identified by (run, auditID, stage): a retried batch stores nothing twice.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    run TEXT NOT NULL,
+    audit_id TEXT NOT NULL,
+    stage TEXT NOT NULL,               -- RequestReceived, ResponseStarted, ResponseComplete, Panic
+    verb TEXT NOT NULL,                -- the audit verb (get, list, watch, create, ..., or a lowercased method)
+    request_uri TEXT NOT NULL,         -- path and raw query, as sent
+    user_agent TEXT NOT NULL,
+    username TEXT NOT NULL,
+    source_ips TEXT,                   -- JSON list
+    namespace TEXT,                    -- objectRef fields
+    resource TEXT,
+    subresource TEXT,
+    name TEXT,
+    api_group TEXT,
+    api_version TEXT,
+    code INTEGER,                      -- responseStatus.code
+    received_us INTEGER,               -- requestReceivedTimestamp, microseconds since the epoch
+    stage_us INTEGER,                  -- stageTimestamp
+    client TEXT NOT NULL,              -- the agent's product (e2e.test, kubectl, kube-controller-manager, ...)
+    test TEXT,                         -- the test named in the user agent: a direct hit; NULL for other clients
+    operation_id TEXT,                 -- the OpenAPI operation it maps to; NULL when unmatched or not yet mapped
+    unmatched_reason TEXT,             -- why it maps to no operation; NULL when matched or not yet mapped
+    annotations TEXT,                  -- JSON object
+    request_object TEXT,               -- JSON, kept only with keep_bodies
+    response_object TEXT,
+    UNIQUE (run, audit_id, stage)
+);
+CREATE INDEX IF NOT EXISTS events_by_test ON events (run, test);
+CREATE INDEX IF NOT EXISTS events_by_namespace ON events (run, namespace);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (run, received_us);
+
+-- Each test seen in a run, with what its name says about it.
+CREATE TABLE IF NOT EXISTS tests (
+    run TEXT NOT NULL,
+    name TEXT NOT NULL,
+    tags TEXT NOT NULL,                -- JSON list of the [bracketed] tags in the name
+    conformance INTEGER NOT NULL,      -- 1 when tagged [Conformance]
+    PRIMARY KEY (run, name)
+);
+
+-- Namespace ownership: a namespace created by a test's client belongs to that test, so events from other
+-- clients inside it are the test's indirect hits.
+CREATE TABLE IF NOT EXISTS namespaces (
+    run TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    test TEXT NOT NULL,
+    created_us INTEGER,
+    PRIMARY KEY (run, namespace)
+);
+
+-- Test boundaries announced by a test runner (`POST /v1/runs/{run}/markers`).
+CREATE TABLE IF NOT EXISTS markers (
+    run TEXT NOT NULL,
+    test TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN ('start', 'end')),
+    at_us INTEGER NOT NULL,
+    PRIMARY KEY (run, test, event)
+);
+
+-- Items that could not be stored as events, kept raw with the reason so nothing is lost.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    run TEXT NOT NULL,
+    received_us INTEGER NOT NULL,      -- when the sink received it
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+"""
+
+
+def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils.Database:
+    """Open (creating if needed) the store at `path`, in WAL mode, with the schema in place."""
+    if synchronous.upper() not in ("NORMAL", "FULL"):
+        raise StoreError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db = sqlite_utils.Database(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        version = _schema_version(conn)
+        if version is not None and version != SCHEMA_VERSION:
+            raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+    return db
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
