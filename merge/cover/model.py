@@ -1,0 +1,69 @@
+"""The one in-memory code-coverage model that every reader fills and every report reads.
+
+A `Profile` maps each `Block` (a Go basic block, or a single Python line) to how often it ran. The rule for
+lines: a line is covered when any block that contains it ran. Go blocks may share a line (one ends where the
+next starts), so a line can be covered by one block and missed by another; it counts as covered.
+
+Modes are Go's: `set` (a count is 0 or 1), `count` and `atomic` (cumulative counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from merge.errors import AuditcovError
+
+MODES = ("set", "count", "atomic")
+
+
+class CoverageError(AuditcovError):
+    """Coverage input that cannot be read or combined; the message names the file and the block."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Block:
+    """A span of source: `file:start_line.start_col,end_line.end_col` as Go writes it."""
+
+    file: str
+    start_line: int
+    start_col: int
+    end_line: int
+    end_col: int
+
+
+@dataclass(slots=True)
+class Profile:
+    """Blocks with their statement counts and hit counts, in one mode."""
+
+    mode: str
+    statements: dict[Block, int] = field(default_factory=dict)
+    counts: dict[Block, int] = field(default_factory=dict)
+
+    def add(self, block: Block, num_stmt: int, count: int, *, where: str = "") -> None:
+        """Merge one block in with Go's rules: OR in set mode, sum otherwise; a statement count must agree."""
+        known = self.statements.get(block)
+        if known is None:
+            self.statements[block] = num_stmt
+            self.counts[block] = count
+            return
+        if known != num_stmt:
+            raise CoverageError(
+                f"{where or block.file}: block {_describe(block)} has {num_stmt} statements here "
+                f"but {known} before"
+            )
+        if self.mode == "set":
+            self.counts[block] = 1 if (count or self.counts[block]) else 0
+        else:
+            self.counts[block] += count
+
+    def lines(self) -> dict[str, set[int]]:
+        """Covered lines per file, by the rule in the module docstring."""
+        covered: dict[str, set[int]] = {}
+        for block, count in self.counts.items():
+            if count:
+                covered.setdefault(block.file, set()).update(range(block.start_line, block.end_line + 1))
+        return covered
+
+
+def _describe(block: Block) -> str:
+    return f"{block.start_line}.{block.start_col},{block.end_line}.{block.end_col}"
