@@ -15,3 +15,7 @@ class BadBodyError(AuditcovError):
 
 class StoreError(AuditcovError):
     """The store cannot be opened or is of a schema this version does not read."""
+
+
+class SpecError(AuditcovError):
+    """An OpenAPI source cannot be read or is not a Kubernetes OpenAPI v2/v3 document."""
