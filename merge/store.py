@@ -100,6 +100,38 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     raw TEXT NOT NULL
 );
+
+-- Code-coverage block layouts, each stored once and shared by every snapshot of the same binary
+-- (merge/cover/snapshots.py owns the encoding).
+CREATE TABLE IF NOT EXISTS cover_layouts (
+    hash TEXT PRIMARY KEY,             -- sha256 (hex) of `blocks`
+    block_count INTEGER NOT NULL,      -- how many blocks the layout lists
+    blocks BLOB NOT NULL               -- msgpack [files, [[file index, start line, start col, end line, end col,
+                                       --   statements], ...]], blocks sorted; Python lines have columns 0
+);
+
+-- Coverage snapshots: the cumulative counters of one process at one moment.
+CREATE TABLE IF NOT EXISTS cover_snapshots (
+    id INTEGER PRIMARY KEY,
+    run TEXT NOT NULL,
+    process TEXT NOT NULL,             -- which process the counters belong to (`--process`, default the source)
+    at_us INTEGER NOT NULL,            -- when the counters were taken, microseconds since the epoch
+    mode TEXT NOT NULL,                -- set, count or atomic (Go's cover modes)
+    layout TEXT NOT NULL REFERENCES cover_layouts (hash),
+    counters BLOB NOT NULL,            -- msgpack list of counts, one per block of the layout, in its order
+    source TEXT NOT NULL,              -- the file or directory it was read from, for messages
+    UNIQUE (run, process, at_us)
+);
+
+-- Per-test Python lines from a coverage.py data file with contexts: one row per context and measured file.
+CREATE TABLE IF NOT EXISTS py_lines (
+    run TEXT NOT NULL,
+    context TEXT NOT NULL,             -- the coverage.py context as recorded (pytest-cov: `<node id>|run`)
+    test TEXT NOT NULL,                -- the test it belongs to (the context without pytest-cov's phase suffix)
+    file TEXT NOT NULL,                -- the measured file, as coverage.py recorded its path
+    lines BLOB NOT NULL,               -- msgpack list of executed line numbers, ascending
+    PRIMARY KEY (run, context, file)
+);
 """
 
 
