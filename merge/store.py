@@ -5,6 +5,8 @@ writer thread; reports and offline tools read with their own connections (WAL le
 
 Schema history (SCHEMA_VERSION):
     1: the first schema.
+    2: runs.duplicates (persistent duplicate count), quarantine.digest (a retried bad item is kept once),
+       the attributed_events view.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sqlite_utils
 
 from merge.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS meta (
 -- A run is one session of tests against one cluster (`POST /v1/audit/{run}`, `--run`).
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY,
-    created_us INTEGER NOT NULL        -- when the store first saw it
+    created_us INTEGER NOT NULL,       -- when the store first saw it
+    duplicates INTEGER NOT NULL DEFAULT 0  -- events received again (retried batches) and not stored twice
 );
 
 -- One row per audit event, identified by (run, auditID, stage): a retried batch stores nothing twice.
@@ -98,8 +101,45 @@ CREATE TABLE IF NOT EXISTS quarantine (
     run TEXT NOT NULL,
     received_us INTEGER NOT NULL,      -- when the sink received it
     reason TEXT NOT NULL,
-    raw TEXT NOT NULL
+    raw TEXT NOT NULL,
+    digest TEXT NOT NULL,              -- SHA-256 of raw: a retried batch quarantines its bad items once
+    UNIQUE (run, digest)
 );
+
+-- Every event with the test it is attributed to, resolved at read time so that late markers and late
+-- namespace creations apply to events already stored. Reports read this view; its name and the two columns
+-- it adds are stable:
+--   attributed_test  the test the event counts for, or NULL when nothing attributes it;
+--   attribution      how: 'direct' (the test named in the event's own user agent), 'namespace' (another
+--                    client acting inside a namespace that a test created), 'window' (no test and no owned
+--                    namespace, but the event's requestReceivedTimestamp lies within a test's start..end
+--                    markers; an open window, with no end yet, runs on; overlapping windows go to the test
+--                    that started last), or NULL.
+-- It also shows the candidates, to explain an attribution: namespace_test (the owner of the event's
+-- namespace) and window_test (the test whose marker window holds the event).
+CREATE VIEW IF NOT EXISTS attributed_events AS
+WITH windows AS (
+    SELECT s.run, s.test, s.at_us AS start_us, COALESCE(e.at_us, 9223372036854775807) AS end_us
+    FROM markers AS s
+    LEFT JOIN markers AS e ON e.run = s.run AND e.test = s.test AND e.event = 'end'
+    WHERE s.event = 'start'
+),
+resolved AS (
+    SELECT ev.*, n.test AS namespace_test,
+        (SELECT w.test FROM windows AS w
+         WHERE w.run = ev.run AND COALESCE(ev.received_us, ev.stage_us) BETWEEN w.start_us AND w.end_us
+         ORDER BY w.start_us DESC LIMIT 1) AS window_test
+    FROM events AS ev
+    LEFT JOIN namespaces AS n ON n.run = ev.run AND n.namespace = ev.namespace
+)
+SELECT resolved.*,
+    COALESCE(test, namespace_test, window_test) AS attributed_test,
+    CASE
+        WHEN test IS NOT NULL THEN 'direct'
+        WHEN namespace_test IS NOT NULL THEN 'namespace'
+        WHEN window_test IS NOT NULL THEN 'window'
+    END AS attribution
+FROM resolved;
 
 -- Code-coverage block layouts, each stored once and shared by every snapshot of the same binary
 -- (merge/cover/snapshots.py owns the encoding).
