@@ -37,7 +37,7 @@ def go_directives(gomod: str) -> str:
 
 
 def kube_wrapper(kubernetes_gomod: str, version: str) -> str:
-    major, minor, patch = version.removeprefix("v").split(".")
+    _major, minor, patch = version.removeprefix("v").split(".")
     staging_version = f"v0.{minor}.{patch}"
     replaces = "\n".join(f"\t{module} => {module} {staging_version}" for module in staging_modules(kubernetes_gomod))
     return (
