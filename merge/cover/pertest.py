@@ -1,0 +1,162 @@
+"""Per-test code coverage: each test's window, and the difference of the snapshots at its edges.
+
+Windows. A test's window comes from its runner's markers (`start` and `end` in `markers`) when it has both;
+otherwise from its own events: the first `requestReceivedTimestamp` to the last `stageTimestamp`.
+
+Deltas. Snapshots hold cumulative counters per process. For each process, a test's delta is the snapshot
+taken at or after its end minus the snapshot taken at or before its start (the latest before, the earliest
+after); a snapshot exactly at a boundary closes one window and opens the next. The test's Go coverage is the
+sum of its per-process deltas. Counts in `count`/`atomic` mode are hits in the window. In `set` mode a counter
+is only 0 or 1, so a delta can only mean "first hit in this window": code that ran earlier in the process and
+again in the window does not show; such results carry `first_hit_only`.
+
+A test whose window overlaps another's (sharing more than a boundary instant) shares its coverage: whatever
+ran in the overlap is in both deltas, and `shared_with` names the others. A delta that cannot be computed (no
+snapshot before or after, counters that went down because the process restarted or cleared them, a binary
+whose layout changed) is left out with a problem saying why; the test's other processes still count.
+
+Python lines come from coverage.py contexts (already per test) and are added to the test's lines.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import sqlite_utils
+
+from merge.cover.model import Profile
+from merge.cover.pycoverage import add_python_lines
+from merge.cover.snapshots import Snapshot, list_snapshots, load_counters, load_layout, load_python_lines
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When a test ran, in microseconds since the epoch, and what said so (`markers` or `events`)."""
+
+    test: str
+    start_us: int
+    end_us: int
+    source: str
+
+    def overlaps(self, other: Window) -> bool:
+        return self.start_us < other.end_us and other.start_us < self.end_us
+
+
+@dataclass(slots=True)
+class PerTestCoverage:
+    """What one test covered: the summary every coverage report reads."""
+
+    test: str
+    window: Window | None
+    #: Go block deltas and Python one-line blocks, in the shared model; only blocks that ran are in it.
+    profile: Profile = field(default_factory=lambda: Profile("count"))
+    first_hit_only: bool = False
+    shared_with: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def windows_of_tests(db: sqlite_utils.Database, run: str) -> dict[str, Window]:
+    """Each test's window by the rule in the module docstring."""
+    windows: dict[str, Window] = {}
+    for test, start_us, end_us in db.conn.execute(
+        "SELECT test, MIN(COALESCE(received_us, stage_us)), MAX(COALESCE(stage_us, received_us)) FROM events "
+        "WHERE run = ? AND test IS NOT NULL AND COALESCE(received_us, stage_us) IS NOT NULL GROUP BY test",
+        (run,),
+    ):
+        windows[test] = Window(test, start_us, end_us, "events")
+    for test, start_us, end_us in db.conn.execute(
+        "SELECT test, MAX(CASE event WHEN 'start' THEN at_us END), MAX(CASE event WHEN 'end' THEN at_us END) "
+        "FROM markers WHERE run = ? GROUP BY test",
+        (run,),
+    ):
+        if start_us is not None and end_us is not None:
+            windows[test] = Window(test, start_us, end_us, "markers")
+    return windows
+
+
+def _overlaps(windows: list[Window]) -> dict[str, list[str]]:
+    ordered = sorted(windows, key=lambda window: (window.start_us, window.end_us))
+    shared: dict[str, list[str]] = {}
+    for position, window in enumerate(ordered):
+        for later in ordered[position + 1 :]:
+            if later.start_us >= window.end_us:
+                break
+            if window.overlaps(later):
+                shared.setdefault(window.test, []).append(later.test)
+                shared.setdefault(later.test, []).append(window.test)
+    return shared
+
+
+class _Deltas:
+    """Per-process snapshot deltas, reading each snapshot's counters once for neighbouring windows."""
+
+    def __init__(self, db: sqlite_utils.Database, snapshots: list[Snapshot]):
+        self._db = db
+        self._by_process: dict[str, list[Snapshot]] = {}
+        for snapshot in snapshots:
+            self._by_process.setdefault(snapshot.process, []).append(snapshot)
+        self._times = {process: [s.at_us for s in items] for process, items in self._by_process.items()}
+        # Neighbouring windows share edge snapshots; a few decoded ones cover a run in window order.
+        self._counters = lru_cache(maxsize=4)(lambda snapshot: load_counters(db, snapshot))
+        self._layout = lru_cache(maxsize=2)(lambda layout_hash: load_layout(db, layout_hash))
+
+    def add_window(self, result: PerTestCoverage) -> None:
+        window = result.window
+        for process, snapshots in self._by_process.items():
+            times = self._times[process]
+            before_index = bisect_right(times, window.start_us) - 1
+            after_index = bisect_left(times, window.end_us)
+            if before_index < 0:
+                result.problems.append(f"process {process!r}: no snapshot at or before the test's start")
+                continue
+            if after_index == len(snapshots):
+                result.problems.append(f"process {process!r}: no snapshot at or after the test's end")
+                continue
+            self._add_delta(result, process, snapshots[before_index], snapshots[after_index])
+
+    def _add_delta(self, result: PerTestCoverage, process: str, before: Snapshot, after: Snapshot) -> None:
+        if before.layout != after.layout or before.mode != after.mode:
+            result.problems.append(
+                f"process {process!r}: snapshots {before.source} and {after.source} are of different builds "
+                f"(block layout or mode differs), so they cannot be subtracted"
+            )
+            return
+        before_counts, after_counts = self._counters(before), self._counters(after)
+        changed = [i for i, (old, new) in enumerate(zip(before_counts, after_counts, strict=True)) if old != new]
+        if any(after_counts[i] < before_counts[i] for i in changed):
+            result.problems.append(
+                f"process {process!r}: counters went down between {before.source} and {after.source} "
+                f"(the process restarted or cleared its counters)"
+            )
+            return
+        if after.mode == "set":
+            result.first_hit_only = True
+        layout = self._layout(after.layout)
+        for i in changed:
+            result.profile.add(layout.block(i), layout.statements(i), after_counts[i] - before_counts[i])
+
+
+def per_test_coverage(db: sqlite_utils.Database, run: str, *, test: str | None = None) -> list[PerTestCoverage]:
+    """Every test of `run` (or just `test`) with its Go deltas and Python lines, ordered by window, then name."""
+    windows = windows_of_tests(db, run)
+    shared = _overlaps(list(windows.values()))
+    python = load_python_lines(db, run)
+    names = sorted(set(windows) | set(python), key=lambda name: (name not in windows, _start(windows, name), name))
+    if test is not None:
+        names = [name for name in names if name == test]
+    deltas = _Deltas(db, list_snapshots(db, run))
+    results = []
+    for name in names:
+        result = PerTestCoverage(name, windows.get(name), shared_with=shared.get(name, []))
+        add_python_lines(result.profile, python.get(name, {}))
+        if result.window is not None:
+            deltas.add_window(result)
+        results.append(result)
+    return results
+
+
+def _start(windows: dict[str, Window], name: str) -> int:
+    window = windows.get(name)
+    return window.start_us if window else 0
