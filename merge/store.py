@@ -197,6 +197,22 @@ def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils
     return db
 
 
+def open_store_readonly(path: str | Path) -> sqlite_utils.Database:
+    """Open an existing store for reading only (reports, stats): never creates or changes it."""
+    if not Path(path).is_file():
+        raise StoreError(f"{path}: no store there")
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        version = _schema_version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+    return sqlite_utils.Database(conn)
+
+
 def _schema_version(conn: sqlite3.Connection) -> int | None:
     has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if not has_meta:
