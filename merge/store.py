@@ -213,6 +213,18 @@ def open_store_readonly(path: str | Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+def choose_run(db: sqlite_utils.Database, run: str | None) -> str:
+    """`run` if the store has it; with None, the store's only run. Raise `StoreError` saying what to pass."""
+    names = [row[0] for row in db.conn.execute("SELECT name FROM runs ORDER BY name")]
+    if run is not None:
+        if run not in names:
+            raise StoreError(f"no run {run!r} in the store (it has: {', '.join(names) or 'none'})")
+        return run
+    if len(names) != 1:
+        raise StoreError(f"the store has {len(names)} runs ({', '.join(names) or 'none'}): pick one with --run")
+    return names[0]
+
+
 def _schema_version(conn: sqlite3.Connection) -> int | None:
     has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if not has_meta:
