@@ -56,6 +56,14 @@ class PerTestCoverage:
     shared_with: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
+    def lines(self) -> dict[str, set[int]]:
+        """Covered lines per file (the model's rule: a line is covered when any block on it ran)."""
+        return self.profile.lines()
+
+    def statements_run(self) -> int:
+        """Statements in the blocks that ran in the window (a Python line is one statement)."""
+        return sum(self.profile.statements[block] for block, count in self.profile.counts.items() if count)
+
 
 def windows_of_tests(db: sqlite_utils.Database, run: str) -> dict[str, Window]:
     """Each test's window by the rule in the module docstring."""
