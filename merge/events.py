@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from merge.errors import BadEventError
 
@@ -100,52 +101,94 @@ def _time(item: dict, key: str) -> int | None:
     if not isinstance(value, str):
         raise BadEventError(f"{key} must be an RFC 3339 string, not {type(value).__name__}")
     try:
-        return parse_time(value)
+        return _apiserver_time(value)
     except ValueError:
         raise BadEventError(f"{key} is not an RFC 3339 time: {value[:64]!r}") from None
 
 
+def _apiserver_time(value: str) -> int:
+    """`parse_time`, fast for the apiserver's own `2019-07-02T08:15:24.892146Z` form (the seconds are cached)."""
+    if len(value) == 27 and value[19] == "." and value[26] == "Z" and value[20:26].isdigit():
+        return _epoch_seconds(value[:19]) * 1_000_000 + int(value[20:26])
+    return parse_time(value)
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(text: str) -> int:
+    return parse_time(text) // 1_000_000
+
+
+_EMPTY: dict = {}  # stands in for an absent object; never written to
+_REF_KEYS = ("namespace", "resource", "subresource", "name", "apiGroup", "apiVersion")
+
+
 def event_from_json(item: object, *, keep_bodies: bool = False) -> AuditEvent:
-    """Build an `AuditEvent` from one decoded audit event; raise `BadEventError` saying what is wrong."""
+    """Build an `AuditEvent` from one decoded audit event; raise `BadEventError` saying what is wrong.
+
+    This runs once per stored event, so the usual case (every field of the right type) is checked inline and
+    only a field that fails that check goes through the helpers that explain what is wrong.
+    """
     if not isinstance(item, dict):
         raise BadEventError(f"an event must be a JSON object, not {type(item).__name__}")
-    stage = _text(item, "stage", required=True)
-    if stage not in STAGES:
+    get = item.get
+    stage = get("stage")
+    if stage.__class__ is not str or stage not in STAGES:
+        stage = _text(item, "stage", required=True)
         raise BadEventError(f"stage {stage[:64]!r} is not one of {', '.join(sorted(STAGES))}")
-    user = _mapping(item, "user")
-    object_ref = _mapping(item, "objectRef")
-    status = _mapping(item, "responseStatus")
+    audit_id = get("auditID")
+    if audit_id.__class__ is not str or not audit_id:
+        audit_id = _text(item, "auditID", required=True)
+    verb = get("verb", "")
+    if verb.__class__ is not str:
+        verb = _text(item, "verb")
+    request_uri = get("requestURI", "")
+    if request_uri.__class__ is not str:
+        request_uri = _text(item, "requestURI")
+    user_agent = get("userAgent", "")
+    if user_agent.__class__ is not str:
+        user_agent = _text(item, "userAgent")
+    user = get("user") or _EMPTY
+    if user.__class__ is not dict:
+        user = _mapping(item, "user")
+    username = user.get("username") or ""
+    if username.__class__ is not str:
+        username = _optional_text(user, "username", "user") or ""
+    object_ref = get("objectRef") or _EMPTY
+    if object_ref.__class__ is not dict:
+        object_ref = _mapping(item, "objectRef")
+    ref = [object_ref.get(key) or None for key in _REF_KEYS] if object_ref else [None] * 6
+    for key, value in zip(_REF_KEYS, ref, strict=True):
+        if value is not None and value.__class__ is not str:
+            _optional_text(object_ref, key, "objectRef")
+    status = get("responseStatus") or _EMPTY
+    if status.__class__ is not dict:
+        status = _mapping(item, "responseStatus")
     code = status.get("code")
-    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+    if code is not None and code.__class__ is not int:
         raise BadEventError(f"responseStatus.code must be an integer, not {type(code).__name__}")
-    source_ips = item.get("sourceIPs") or []
-    if not isinstance(source_ips, list) or not all(isinstance(ip, str) for ip in source_ips):
+    source_ips = get("sourceIPs") or []
+    if source_ips.__class__ is not list or not all(ip.__class__ is str for ip in source_ips):
         raise BadEventError("sourceIPs must be a list of strings")
-    annotations = item.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
+    annotations = get("annotations") or None
+    if annotations is not None and annotations.__class__ is not dict:
         raise BadEventError(f"annotations must be an object, not {type(annotations).__name__}")
     # v1beta1 events may carry only `timestamp`; it is the closest thing to the receive time they have.
     received_us = _time(item, "requestReceivedTimestamp")
     if received_us is None:
         received_us = _time(item, "timestamp")
     return AuditEvent(
-        audit_id=_text(item, "auditID", required=True),
-        stage=stage,
-        verb=_text(item, "verb"),
-        request_uri=_text(item, "requestURI"),
-        user_agent=_text(item, "userAgent"),
-        username=_optional_text(user, "username", "user") or "",
-        source_ips=source_ips,
-        namespace=_optional_text(object_ref, "namespace", "objectRef"),
-        resource=_optional_text(object_ref, "resource", "objectRef"),
-        subresource=_optional_text(object_ref, "subresource", "objectRef"),
-        name=_optional_text(object_ref, "name", "objectRef"),
-        api_group=_optional_text(object_ref, "apiGroup", "objectRef"),
-        api_version=_optional_text(object_ref, "apiVersion", "objectRef"),
-        code=code,
-        received_us=received_us,
-        stage_us=_time(item, "stageTimestamp"),
-        annotations=annotations or None,
-        request_object=_mapping(item, "requestObject") or None if keep_bodies else None,
-        response_object=_mapping(item, "responseObject") or None if keep_bodies else None,
+        audit_id,
+        stage,
+        verb,
+        request_uri,
+        user_agent,
+        username,
+        source_ips,
+        *ref,
+        code,
+        received_us,
+        _time(item, "stageTimestamp"),
+        annotations,
+        (_mapping(item, "requestObject") or None) if keep_bodies else None,
+        (_mapping(item, "responseObject") or None) if keep_bodies else None,
     )

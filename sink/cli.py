@@ -24,5 +24,15 @@ def cli() -> None:
     """Per-test Kubernetes API endpoint and code coverage from live audit events."""
 
 
+def _register() -> None:
+    from sink.commands.service import serve, stats
+
+    cli.add_command(serve)
+    cli.add_command(stats)
+
+
+_register()
+
+
 def main() -> None:
     cli()

@@ -1,0 +1,273 @@
+"""The sink's HTTP application: routes, authentication, body limits and the mapping of errors to answers.
+
+Routes (see README.md):
+    POST /v1/audit, /v1/audit/{run}   audit events (EventList, Event, JSON array or JSON lines); the query
+                                      (client-go's `?timeout=30s`) is ignored. 200 with the counts, only after
+                                      the batch is committed.
+    POST /v1/runs/{run}/markers       a test boundary: {"test": NAME, "event": "start"|"end", "time": RFC3339}
+    GET  /v1/stats[?run=R]            what the store holds (query token)
+    GET  /healthz, /readyz, /metrics  liveness, store writability, Prometheus metrics
+
+Every error is answered as JSON `{"error": "..."}` saying what was wrong. The store is written only by the
+writer thread (`sink.writer`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from merge.decode import decode_items
+from merge.errors import AuditcovError
+from merge.events import format_time, parse_time
+from merge.stats import store_stats
+from merge.store import open_store, open_store_readonly
+from sink.ingest import Ingestor, Matcher, check_run_name, now_us
+from sink.metrics import CONTENT_TYPE, Metrics
+from sink.settings import Settings, SettingsError
+from sink.writer import Writer
+
+log = logging.getLogger(__name__)
+
+#: Content types an ingest body may have: JSON, or JSON lines under their usual names.
+INGEST_TYPES = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+    }
+)
+MARKER_BODY_LIMIT = 64 * 1024
+READY_TIMEOUT_S = 5.0
+
+SETTINGS = web.AppKey("settings", Settings)
+WRITER = web.AppKey("writer", Writer)
+INGESTOR = web.AppKey("ingestor", Ingestor)
+METRICS = web.AppKey("metrics", Metrics)
+INGEST_TOKEN = web.AppKey("ingest_token", str)
+QUERY_TOKEN = web.AppKey("query_token", str)
+
+
+def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Application:
+    """The sink as an aiohttp application: the store is opened now, its writer runs while the app runs."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.body_limit)
+    app[SETTINGS] = settings
+    db = open_store(settings.db, synchronous=settings.synchronous)
+    # A large page cache keeps the events' unique index in memory while millions of rows go in.
+    db.conn.execute("PRAGMA cache_size = -262144")
+    app[WRITER] = Writer(db)
+    app[INGESTOR] = Ingestor(db, keep_bodies=settings.keep_bodies, matcher=matcher)
+    app[METRICS] = Metrics()
+    app[INGEST_TOKEN] = read_token(settings.ingest_token_file, "ingest_token_file")
+    app[QUERY_TOKEN] = read_token(settings.query_token_file, "query_token_file")
+    app.cleanup_ctx.append(_writer_ctx)
+    app.router.add_post("/v1/audit", ingest, name="ingest")
+    app.router.add_post("/v1/audit/{run}", ingest, name="ingest_run")
+    app.router.add_post("/v1/runs/{run}/markers", add_marker, name="markers")
+    app.router.add_get("/v1/stats", stats, name="stats")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")
+    return app
+
+
+def read_token(path: str, setting: str) -> str:
+    """The bearer token in `path` (surrounding whitespace removed), or "" when no file is set."""
+    if not path:
+        return ""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{setting} {path}: {exc.strerror}") from None
+    if not token:
+        raise SettingsError(f"{setting} {path} is empty")
+    return token
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = app[WRITER]
+    writer.start()
+    yield
+    # Handlers have finished by now (graceful shutdown waits for them): commit what they queued, then stop.
+    await writer.close()
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps({"error": message}), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error as JSON saying what is wrong; library errors (bad input) are 400s."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {key: value for key, value in exc.headers.items() if key in ("Allow", "WWW-Authenticate")}
+        message = exc.text or exc.reason
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            message = f"{exc.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}"
+        return _error(exc.status, message, headers)
+    except AuditcovError as exc:
+        return _error(400, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _authorize(request: web.Request, token: str) -> None:
+    if not token:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise web.HTTPUnauthorized(
+            text="a valid bearer token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": 'Bearer realm="auditcov"'},
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` (never read in whole)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=declared, text=f"the body is {declared} bytes; the limit is {limit}"
+        )
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit, actual_size=len(body), text=f"the body exceeds the limit of {limit} bytes"
+            )
+    return bytes(body)
+
+
+def _json(document: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """POST /v1/audit[/{run}]: store a batch; 200 with the counts once committed."""
+    app = request.app
+    started = time.perf_counter()
+    code = 500
+    try:
+        response = await _ingest(request)
+        code = response.status
+        return response
+    except web.HTTPException as exc:
+        code = exc.status
+        raise
+    except AuditcovError:
+        code = 400
+        raise
+    finally:
+        app[METRICS].batches.labels(str(code)).inc()
+        if code == 200:
+            app[METRICS].latency.observe(time.perf_counter() - started)
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    _authorize(request, app[INGEST_TOKEN])
+    run = check_run_name(request.match_info.get("run") or settings.default_run)
+    if request.content_type not in INGEST_TYPES:
+        raise web.HTTPUnsupportedMediaType(
+            text=f"content type {request.content_type!r} is not one of {', '.join(sorted(INGEST_TYPES))}"
+        )
+    body = await read_body(request, settings.body_limit)
+    app[METRICS].body_bytes.inc(len(body))
+    items = decode_items(body)
+    ingestor = app[INGESTOR]
+    result = await app[WRITER].submit(lambda: ingestor.write(ingestor.prepare(run, items)))
+    app[METRICS].count_batch(run, len(items), result)
+    return _json(result.as_dict())
+
+
+async def add_marker(request: web.Request) -> web.Response:
+    """POST /v1/runs/{run}/markers: record that a test started or ended (at `time`, default now)."""
+    app = request.app
+    _authorize(request, app[INGEST_TOKEN])
+    run = check_run_name(request.match_info["run"])
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=f"content type {request.content_type!r} is not application/json")
+    try:
+        marker = orjson.loads(await read_body(request, MARKER_BODY_LIMIT))
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"the marker is not JSON: {exc}") from None
+    if not isinstance(marker, dict):
+        raise web.HTTPBadRequest(text='a marker is an object: {"test": NAME, "event": "start"|"end", "time": RFC3339}')
+    test, event, moment = marker.get("test"), marker.get("event"), marker.get("time")
+    if not isinstance(test, str) or not test.strip():
+        raise web.HTTPBadRequest(text="marker test must be a non-empty string")
+    if event not in ("start", "end"):
+        raise web.HTTPBadRequest(text=f"marker event must be 'start' or 'end', not {str(event)[:32]!r}")
+    if moment is None:
+        at_us = now_us()
+    else:
+        try:
+            at_us = parse_time(moment) if isinstance(moment, str) else None
+        except ValueError:
+            at_us = None
+        if at_us is None:
+            raise web.HTTPBadRequest(text=f"marker time must be an RFC 3339 time, not {str(moment)[:64]!r}")
+    test = test.strip()
+    ingestor = app[INGESTOR]
+    await app[WRITER].submit(lambda: ingestor.record_marker(run, test, event, at_us))
+    return _json({"run": run, "test": test, "event": event, "time": format_time(at_us)})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """GET /v1/stats[?run=R]: the store's counts, read on a connection of its own off the event loop."""
+    app = request.app
+    _authorize(request, app[QUERY_TOKEN])
+    run = request.query.get("run") or None
+    path = app[SETTINGS].db
+
+    def read() -> dict:
+        db = open_store_readonly(path)
+        try:
+            return store_stats(db, run)
+        finally:
+            db.conn.close()
+
+    return _json(await asyncio.get_running_loop().run_in_executor(None, read))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store takes a write transaction (through the writer, as a batch would)."""
+    writer = request.app[WRITER]
+    try:
+        if not writer.alive:
+            raise RuntimeError("the store writer is not running")
+        await asyncio.wait_for(writer.submit(lambda: None), READY_TIMEOUT_S)
+    except (TimeoutError, RuntimeError, sqlite3.Error) as exc:
+        return _error(503, f"the store is not writable: {exc or type(exc).__name__}")
+    return web.Response(text="ready\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE})

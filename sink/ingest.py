@@ -1,0 +1,225 @@
+"""Audit items to stored rows: validation, test attribution and idempotent writes, shared by the live sink and
+offline imports.
+
+`Ingestor(db, keep_bodies=..., matcher=...)` is the one way events enter the store:
+
+- `prepare(run, items)` (pure Python, no I/O) checks each item with `event_from_json`, reads its user agent
+  (`merge.useragent`), notes namespaces created by tests and the tests seen, and sets aside every invalid item
+  with its reason;
+- `write(batch)` stores a prepared batch inside the caller's open transaction and returns the counts;
+- `ingest(run, items)` does both in one transaction of its own (for `auditcov import` and other offline use).
+
+The event identity is (run, auditID, stage): `INSERT OR IGNORE` makes a retried batch store nothing twice,
+and what it skipped is counted as duplicates, persistently, in `runs.duplicates`. Invalid items go to the
+quarantine table, raw, with their reason.
+
+Endpoint matching plugs in here: a `matcher` with `match(verb, request_uri) -> (operation_id, reason)` fills
+`events.operation_id` / `events.unmatched_reason`; without one both stay NULL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+import sqlite_utils
+
+from merge.decode import Malformed
+from merge.errors import AuditcovError, BadEventError
+from merge.events import AuditEvent, event_from_json
+from merge.useragent import CONFORMANCE_TAG, parse_user_agent, test_tags
+
+EVENT_COLUMNS = (
+    "run", "audit_id", "stage", "verb", "request_uri", "user_agent", "username", "source_ips",
+    "namespace", "resource", "subresource", "name", "api_group", "api_version", "code", "received_us",
+    "stage_us", "client", "test", "operation_id", "unmatched_reason", "annotations", "request_object",
+    "response_object",
+)  # fmt: skip
+_INSERT_EVENTS = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class Matcher(Protocol):
+    """What the ingest path needs of the endpoint matcher."""
+
+    def match(self, verb: str, request_uri: str) -> tuple[str | None, str | None]:
+        """The OpenAPI operationId, or None and the reason it matches none."""
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What became of a batch's items: newly stored, already stored, or quarantined."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "quarantined": self.quarantined}
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch turned into rows, ready for `Ingestor.write`."""
+
+    run: str
+    received_us: int
+    events: list[tuple] = field(default_factory=list)  # in EVENT_COLUMNS order
+    tests: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (tags JSON, conformance)
+    namespaces: list[tuple[str, str, str, int | None]] = field(default_factory=list)  # run, namespace, test, at
+    quarantine: list[tuple[str, int, str, str, str]] = field(default_factory=list)  # run, at, reason, raw, digest
+
+    @property
+    def items(self) -> int:
+        return len(self.events) + len(self.quarantine)
+
+
+def check_run_name(run: str) -> str:
+    """A run name as used in URLs and file names: letters, digits, `.`, `_`, `-`; at most 128."""
+    if not _RUN_NAME.fullmatch(run):
+        raise AuditcovError(
+            f"run name {run[:140]!r} is not 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return run
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Ingestor:
+    """Validates, attributes and stores audit items in one store (see the module docstring)."""
+
+    def __init__(self, db: sqlite_utils.Database, *, keep_bodies: bool = False, matcher: Matcher | None = None):
+        self.db = db
+        self.keep_bodies = keep_bodies
+        self.matcher = matcher
+
+    def ingest(self, run: str, items: list[object]) -> IngestResult:
+        """Prepare and store `items` in a transaction of its own; return the counts once committed."""
+        batch = self.prepare(run, items)
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = self.write(batch)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def prepare(self, run: str, items: list[object]) -> PreparedBatch:
+        """Rows for the valid items, quarantine rows for the others; no I/O."""
+        batch = PreparedBatch(check_run_name(run), now_us())
+        rows = batch.events
+        tests = batch.tests
+        keep_bodies = self.keep_bodies
+        matcher = self.matcher
+        for item in items:
+            try:
+                event = event_from_json(item, keep_bodies=keep_bodies)
+            except BadEventError as exc:
+                self._quarantine(batch, item, item.reason if item.__class__ is Malformed else str(exc))
+                continue
+            agent = parse_user_agent(event.user_agent)
+            test = agent.test
+            if test is not None:
+                if test not in tests:
+                    tests[test] = _test_row(agent.tags)
+                if event.verb == "create" and event.resource == "namespaces":
+                    self._note_namespace(batch, item, test, event)
+            operation_id = unmatched_reason = None
+            if matcher is not None:
+                operation_id, unmatched_reason = matcher.match(event.verb, event.request_uri)
+            annotations = event.annotations
+            rows.append((
+                run, event.audit_id, event.stage, event.verb, event.request_uri, event.user_agent, event.username,
+                orjson.dumps(event.source_ips).decode(), event.namespace, event.resource, event.subresource,
+                event.name, event.api_group, event.api_version, event.code, event.received_us, event.stage_us,
+                agent.client, test, operation_id, unmatched_reason,
+                orjson.dumps(annotations).decode() if annotations else None,
+                _json_text(event.request_object), _json_text(event.response_object),
+            ))  # fmt: skip
+        return batch
+
+    def write(self, batch: PreparedBatch) -> IngestResult:
+        """Store a prepared batch inside the caller's open transaction; return the counts."""
+        conn = self.db.conn
+        run = batch.run
+        conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, batch.received_us))
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENTS, batch.events)
+        accepted = conn.total_changes - before
+        duplicates = len(batch.events) - accepted
+        if duplicates:
+            conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE name = ?", (duplicates, run))
+        if batch.tests:
+            conn.executemany(
+                "INSERT OR IGNORE INTO tests (run, name, tags, conformance) VALUES (?, ?, ?, ?)",
+                [(run, name, tags, conformance) for name, (tags, conformance) in batch.tests.items()],
+            )
+        if batch.namespaces:
+            conn.executemany(
+                "INSERT OR IGNORE INTO namespaces (run, namespace, test, created_us) VALUES (?, ?, ?, ?)",
+                batch.namespaces,
+            )
+        if batch.quarantine:
+            conn.executemany(
+                "INSERT OR IGNORE INTO quarantine (run, received_us, reason, raw, digest) VALUES (?, ?, ?, ?, ?)",
+                batch.quarantine,
+            )
+        return IngestResult(accepted, duplicates, len(batch.quarantine))
+
+    def record_marker(self, run: str, test: str, event: str, at_us: int) -> None:
+        """Store a test boundary (a later marker of the same test and kind replaces the earlier one)."""
+        if event not in ("start", "end"):
+            raise AuditcovError(f"marker event {event[:32]!r} is not 'start' or 'end'")
+        if not test:
+            raise AuditcovError("marker test name is empty")
+        conn = self.db.conn
+        conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (check_run_name(run), now_us()))
+        conn.execute(
+            "INSERT OR IGNORE INTO tests (run, name, tags, conformance) VALUES (?, ?, ?, ?)",
+            (run, test, *_test_row(test_tags(test))),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO markers (run, test, event, at_us) VALUES (?, ?, ?, ?)", (run, test, event, at_us)
+        )
+
+    @staticmethod
+    def _quarantine(batch: PreparedBatch, item: object, reason: str) -> None:
+        raw = item.raw if isinstance(item, Malformed) else orjson.dumps(item).decode()
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        batch.quarantine.append((batch.run, batch.received_us, reason, raw, digest))
+
+    @staticmethod
+    def _note_namespace(batch: PreparedBatch, item: dict, test: str, event: AuditEvent) -> None:
+        """A test's client created a namespace (2xx only: a 409 means someone else's namespace already exists)."""
+        if event.subresource is not None or event.code is None or not 200 <= event.code < 300:
+            return
+        # Creations by generateName carry no objectRef.name on older apiservers; the response names it.
+        name = event.name or _object_name(item.get("responseObject")) or _object_name(item.get("requestObject"))
+        if name:
+            batch.namespaces.append((batch.run, name, test, event.received_us))
+
+
+def _test_row(tags: tuple[str, ...]) -> tuple[str, int]:
+    """The `tests` columns a test's tags give: tags as JSON, and the conformance flag."""
+    return orjson.dumps(tags).decode(), int(CONFORMANCE_TAG in tags)
+
+
+def _object_name(obj: object) -> str | None:
+    if isinstance(obj, dict) and isinstance(meta := obj.get("metadata"), dict):
+        name = meta.get("name")
+        return name if isinstance(name, str) and name else None
+    return None
+
+
+def _json_text(value: dict | None) -> str | None:
+    return orjson.dumps(value).decode() if value is not None else None

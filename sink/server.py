@@ -1,0 +1,139 @@
+"""Running the sink: TLS, the listening socket, the start-up banner and a graceful stop on SIGTERM/SIGINT.
+
+`start_sink(settings)` binds and returns a `RunningSink` (its URL, and `stop()`); `serve(settings)` is what
+`auditcov serve` runs: uvloop, the banner, then wait for a signal. Stopping closes the listening socket,
+lets in-flight batches finish and commit, stops the writer, and returns (exit status 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvloop
+from aiohttp import web
+
+from sink.app import init_app
+from sink.ingest import Matcher
+from sink.settings import Settings, SettingsError
+
+#: How long a stop waits for in-flight batches (the apiserver gives each POST 30 s).
+SHUTDOWN_TIMEOUT_S = 35.0
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata"""
+
+
+@dataclass
+class RunningSink:
+    """A started sink: where it listens, and how to stop it."""
+
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight batches, commit, close the store."""
+        await self.runner.cleanup()
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context, requiring and verifying client certificates when `client_ca` is set."""
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.client_ca:
+            context.load_verify_locations(cafile=settings.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"cannot load the TLS files: {exc}") from None
+    return context
+
+
+async def start_sink(settings: Settings, *, matcher: Matcher | None = None) -> RunningSink:
+    """Open the store, bind `settings.listen` and start answering."""
+    context = ssl_context(settings)
+    runner = web.AppRunner(init_app(settings, matcher=matcher), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    host, port = settings.address()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SettingsError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
+    bound_port = runner.addresses[0][1]
+    shown_host = f"[{host}]" if ":" in host else host
+    return RunningSink(runner, f"{'https' if context else 'http'}://{shown_host}:{bound_port}")
+
+
+def banner(settings: Settings, url: str) -> str:
+    """What `serve` prints at start: where it listens and how to point a kube-apiserver at it."""
+    user = []
+    if settings.ingest_token_file:
+        user.append(f"    token: <the token in {settings.ingest_token_file}>")
+    if settings.client_ca:
+        user += [
+            f"    client-certificate: <a client certificate signed by {settings.client_ca}>",
+            "    client-key: <its key>",
+        ]
+    cluster = [f"    server: {url}/v1/audit/{settings.default_run}"]
+    if settings.tls:
+        cluster.append(f"    certificate-authority: <the CA that signed {settings.tls_cert}>")
+    kubeconfig = "\n".join(
+        [
+            "apiVersion: v1",
+            "kind: Config",
+            "clusters:",
+            "- name: auditcov",
+            "  cluster:",
+            *cluster,
+            "users:",
+            "- name: kube-apiserver",
+            "  user:" + ("" if user else " {}"),
+            *user,
+            "contexts:",
+            "- name: auditcov",
+            "  context: {cluster: auditcov, user: kube-apiserver}",
+            "current-context: auditcov",
+        ]
+    )
+    return (
+        f"auditcov sink listening on {url} (store {settings.db}, run {settings.default_run!r})\n\n"
+        "To send a kube-apiserver's audit events here, save this as audit-webhook.kubeconfig:\n\n"
+        f"{_indent(kubeconfig)}\n\n"
+        "this as audit-policy.yaml:\n\n"
+        f"{_indent(AUDIT_POLICY)}\n\n"
+        "and start kube-apiserver with:\n\n"
+        "    --audit-policy-file=audit-policy.yaml --audit-webhook-config-file=audit-webhook.kubeconfig \\\n"
+        "    --audit-webhook-mode=batch --audit-webhook-batch-max-wait=5s\n\n"
+        "(put the run name at the end of the server URL: /v1/audit/<run>). Stop with Ctrl-C or SIGTERM.\n"
+    )
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def serve(settings: Settings, *, out: Callable[[str], None] = print) -> None:
+    """Run the sink until SIGTERM or SIGINT, then drain and return."""
+
+    async def main() -> None:
+        sink = await start_sink(settings)
+        out(banner(settings, sink.url))
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        out("auditcov sink stopping: finishing in-flight batches")
+        await sink.stop()
+        out("auditcov sink stopped")
+
+    uvloop.run(main())

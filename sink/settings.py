@@ -1,0 +1,102 @@
+"""The sink's settings: one dataclass whose fields are the keys of `config/sink.toml` and the flags of
+`auditcov serve`.
+
+Each field carries its help text in its metadata, so the config file, the command-line flags and the docs test
+all iterate the same list (`SETTINGS`). Precedence: a flag given on the command line (or through its
+environment variable), then the config file, then the default here. Empty text means "not set" (TOML has no
+null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from merge.errors import AuditcovError
+
+DEFAULT_CONFIG = Path("config/sink.toml")
+SYNCHRONOUS_CHOICES = ("NORMAL", "FULL")
+
+
+class SettingsError(AuditcovError):
+    """A setting is missing, unknown, of the wrong type, or inconsistent with another."""
+
+
+def _key(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `auditcov serve` can be told (see the module docstring for precedence)."""
+
+    listen: str = _key("127.0.0.1:8080", "host:port to listen on; port 0 picks a free port")
+    db: str = _key("auditcov.db", "the SQLite store (created if missing)")
+    tls_cert: str = _key("", "PEM server certificate chain; with tls_key the sink serves HTTPS")
+    tls_key: str = _key("", "PEM private key of tls_cert")
+    client_ca: str = _key("", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
+    ingest_token_file: str = _key("", "file holding the bearer token required to POST events and markers")
+    query_token_file: str = _key("", "file holding the bearer token required for queries (/v1/stats)")
+    body_limit: int = _key(32 * 1024 * 1024, "largest request body accepted, in bytes (413 beyond it)")
+    keep_bodies: bool = _key(False, "keep requestObject/responseObject (they may hold Secrets)")
+    default_run: str = _key("default", "the run of events POSTed to /v1/audit without a run in the path")
+    synchronous: str = _key(
+        "NORMAL", "SQLite durability: NORMAL (survives a crash of the sink) or FULL (and power loss)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in SYNCHRONOUS_CHOICES:
+            raise SettingsError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_CHOICES)}, not {self.synchronous!r}"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("tls_cert and tls_key must be given together")
+        if self.client_ca and not self.tls_cert:
+            raise SettingsError("client_ca (mTLS) needs tls_cert and tls_key")
+        if self.body_limit <= 0:
+            raise SettingsError(f"body_limit must be a positive number of bytes, not {self.body_limit}")
+        self.address()
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    def address(self) -> tuple[str, int]:
+        """`listen` as (host, port); IPv6 hosts are written in brackets: `[::1]:8080`."""
+        host, colon, port = self.listen.rpartition(":")
+        if not colon or not port.isdigit() or not host or int(port) > 65535:
+            raise SettingsError(f"listen must be host:port, not {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+
+SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
+
+
+def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings from the TOML file `config` (if given), then `overrides` (flags) on top."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        values.update(_read_config(config))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return Settings(**values)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    known = {setting.name: setting for setting in SETTINGS}
+    for key, value in document.items():
+        setting = known.get(key)
+        if setting is None:
+            raise SettingsError(f"{path}: unknown key {key!r}; the keys are {', '.join(known)}")
+        expected = type(setting.default)
+        if type(value) is not expected:
+            raise SettingsError(f"{path}: {key} must be {expected.__name__}, not {type(value).__name__}")
+    return document
