@@ -25,10 +25,13 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from sink.commands.events import import_command, replay_command
     from sink.commands.service import serve, stats
 
     cli.add_command(serve)
     cli.add_command(stats)
+    cli.add_command(import_command)
+    cli.add_command(replay_command)
 
 
 _register()

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from merge.decode import Malformed
 from merge.errors import AuditcovError
 
 #: The apiserver's default batch size (`--audit-webhook-batch-max-size`).
@@ -101,6 +102,19 @@ class ReplaySummary:
     failures: int = 0
     failed_events: int = 0
     errors: list[str] = field(default_factory=list)  # one line per batch given up on: its last error
+
+
+def sendable(item: object) -> object:
+    """What to send for an item: a `Malformed` one as its raw JSON, or as a JSON string if it is not JSON.
+
+    The sink then quarantines it, raw, as an import would: replaying a file loses nothing that importing keeps.
+    """
+    if not isinstance(item, Malformed):
+        return item
+    try:
+        return orjson.loads(item.raw)
+    except orjson.JSONDecodeError:
+        return item.raw
 
 
 def event_list(items: list[object]) -> bytes:
