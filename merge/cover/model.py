@@ -9,6 +9,7 @@ Modes are Go's: `set` (a count is 0 or 1), `count` and `atomic` (cumulative coun
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -62,6 +63,20 @@ class Profile:
             self.counts[block] = 1 if (count or self.counts[block]) else 0
         else:
             self.counts[block] += count
+
+    def add_all(self, blocks: list[Block], statements: list[int], counts: list[int], *, where: str = "") -> None:
+        """`add` for many blocks (aligned lists); when all are distinct and new here, in bulk, at C speed."""
+        fresh = dict(zip(blocks, statements, strict=True))
+        if len(fresh) == len(blocks) and self.statements.keys().isdisjoint(fresh):
+            self.statements.update(fresh)
+            self.counts.update(zip(blocks, counts, strict=True))
+            return
+        for block, num_stmt, count in zip(blocks, statements, counts, strict=True):
+            self.add(block, num_stmt, count, where=where)
+
+    def package_of(self, file: str) -> str:
+        """The Go import path of `file`: as the reader recorded it, else its directory (right for module paths)."""
+        return self.packages.get(file) or posixpath.dirname(file)
 
     def lines(self) -> dict[str, set[int]]:
         """Covered lines per file, by the rule in the module docstring."""
