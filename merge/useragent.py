@@ -31,7 +31,7 @@ class Agent(NamedTuple):
     conformance: bool
 
 
-def test_tags(test: str) -> tuple[str, ...]:
+def tags_in(test: str) -> tuple[str, ...]:
     """The `[bracketed]` tags in a test name, e.g. `('[sig-apps]', '[Conformance]')`."""
     return tuple(_TAG.findall(test))
 
@@ -45,5 +45,5 @@ def parse_user_agent(user_agent: str) -> Agent:
     test = test.strip() if separator else ""
     if not test:
         return Agent(client, None, (), False)
-    tags = test_tags(test)
+    tags = tags_in(test)
     return Agent(client, test, tags, CONFORMANCE_TAG in tags)

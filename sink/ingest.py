@@ -31,7 +31,7 @@ import sqlite_utils
 from merge.decode import Malformed
 from merge.errors import AuditcovError, BadEventError
 from merge.events import AuditEvent, event_from_json
-from merge.useragent import CONFORMANCE_TAG, parse_user_agent, test_tags
+from merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
 EVENT_COLUMNS = (
     "run", "audit_id", "stage", "verb", "request_uri", "user_agent", "username", "source_ips",
@@ -186,7 +186,7 @@ class Ingestor:
         conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (check_run_name(run), now_us()))
         conn.execute(
             "INSERT OR IGNORE INTO tests (run, name, tags, conformance) VALUES (?, ?, ?, ?)",
-            (run, test, *_test_row(test_tags(test))),
+            (run, test, *_test_row(tags_in(test))),
         )
         conn.execute(
             "INSERT OR REPLACE INTO markers (run, test, event, at_us) VALUES (?, ?, ?, ?)", (run, test, event, at_us)

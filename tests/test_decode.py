@@ -1,0 +1,75 @@
+"""Body shapes: EventList (v1, v1beta1), single Event, JSON array, JSON lines, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sink_support import FIXTURES, event, event_list
+
+from merge.decode import Malformed, decode_items
+from merge.errors import BadBodyError
+
+
+def test_event_list_of_both_api_versions():
+    items = [event("a"), event("b")]
+    assert decode_items(event_list(items)) == items
+    assert decode_items(event_list(items, "audit.k8s.io/v1beta1")) == items
+
+
+def test_single_event_array_and_json_lines():
+    one = event("a")
+    assert decode_items(orjson.dumps(one)) == [one]
+    assert decode_items(orjson.dumps([one, one])) == [one, one]
+    demo = (FIXTURES / "audit/audit2rbac/demo.log").read_bytes()
+    items = decode_items(demo)
+    assert len(items) == 37
+    assert all(item["kind"] == "Event" for item in items)
+
+
+def test_a_bad_json_line_is_kept_as_malformed_beside_the_good_ones():
+    good = orjson.dumps(event("a"))
+    items = decode_items(good + b"\n{not json\n\n" + good + b"\n")
+    assert items[0] == items[2] == event("a")
+    assert isinstance(items[1], Malformed)
+    assert items[1].raw == "{not json"
+    assert items[1].reason.startswith("line 2 is not JSON")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"{not json", "not JSON"),
+        (b"not json\nat all\n", "neither JSON nor JSON lines"),
+        (b'"text"', "JSON str"),
+        (b"42", "JSON int"),
+        (b'{"kind": 0}', "kind '0' is not EventList or Event"),
+        (b'{"kind": "Pod"}', "kind 'Pod' is not EventList or Event"),
+        (b'{"kind": "EventList", "apiVersion": "v1"}', "apiVersion 'v1'"),
+        (b'{"kind": "EventList", "items": {}}', "items must be an array"),
+    ],
+)
+def test_bodies_that_are_no_shape_of_events_say_why(body, reason):
+    with pytest.raises(BadBodyError, match=reason):
+        decode_items(body)
+
+
+def test_falco_malformed_fixture_is_a_bad_body():
+    with pytest.raises(BadBodyError, match="kind"):
+        decode_items((FIXTURES / "audit/falco/fal_01_003.json").read_bytes())
+
+
+_objects = st.dictionaries(
+    st.text(min_size=1, max_size=8), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8), max_size=4
+)
+
+
+@given(st.lists(_objects.map(lambda item: {"stage": "ResponseComplete", **item}), min_size=1, max_size=5))
+def test_every_shape_decodes_to_the_same_items(items):
+    assert decode_items(event_list(items)) == items
+    assert decode_items(orjson.dumps(items)) == items
+    if len(items) > 1:
+        assert decode_items(b"\n".join(orjson.dumps(item) for item in items)) == items
