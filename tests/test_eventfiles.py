@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import struct
-import zlib
 from pathlib import Path
 
 import orjson
@@ -27,19 +25,6 @@ def good(entries) -> list[dict]:
 
 def bad(entries) -> list[Malformed]:
     return [entry.item for entry in entries if isinstance(entry.item, Malformed)]
-
-
-def png(path: Path) -> Path:
-    """A valid 1x1 grey PNG: signature, IHDR, IDAT, IEND."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0\x80")) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def test_json_lines_file_items_carry_file_and_line():
@@ -124,9 +109,9 @@ def test_text_that_is_not_audit_data_is_an_error(name, message):
         read(AUDIT / name)
 
 
-def test_binary_and_empty_and_missing_files_are_errors(tmp_path):
+def test_binary_and_empty_and_missing_files_are_errors(tmp_path, png_file):
     with pytest.raises(BadBodyError, match="not audit data: the content is binary"):
-        read(png(tmp_path / "logo.png"))
+        read(png_file)
     (tmp_path / "empty.log").write_text("\n\n")
     with pytest.raises(BadBodyError, match=r"empty\.log: the file is empty"):
         read(tmp_path / "empty.log")
