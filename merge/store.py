@@ -146,8 +146,8 @@ FROM resolved;
 CREATE TABLE IF NOT EXISTS cover_layouts (
     hash TEXT PRIMARY KEY,             -- sha256 (hex) of `blocks`
     block_count INTEGER NOT NULL,      -- how many blocks the layout lists
-    blocks BLOB NOT NULL               -- msgpack [files, [[file index, start line, start col, end line, end col,
-                                       --   statements], ...]], blocks sorted; Python lines have columns 0
+    blocks BLOB NOT NULL               -- msgpack [files, [six columns, one entry per block: file index, start
+                                       --   line, start col, end line, end col, statements]], blocks sorted
 );
 
 -- Coverage snapshots: the cumulative counters of one process at one moment.

@@ -25,6 +25,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from sink.commands.cover import cover
     from sink.commands.events import import_command, replay_command
     from sink.commands.service import serve, stats
 
@@ -32,6 +33,7 @@ def _register() -> None:
     cli.add_command(stats)
     cli.add_command(import_command)
     cli.add_command(replay_command)
+    cli.add_command(cover)
 
 
 _register()

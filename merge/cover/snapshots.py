@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 
 import msgpack
 import sqlite_utils
@@ -41,22 +42,28 @@ class Layout:
     """The blocks of a layout in stored order; `block(i)` builds one on demand (layouts can hold 10^6)."""
 
     files: list[str]
-    rows: list[list[int]]
+    #: Six columns, one entry per block: file index, start line, start col, end line, end col, statements.
+    columns: list[list[int]]
 
     def block(self, index: int) -> Block:
-        file, start_line, start_col, end_line, end_col, _ = self.rows[index]
+        file, start_line, start_col, end_line, end_col, _ = (column[index] for column in self.columns)
         return Block(self.files[file], start_line, start_col, end_line, end_col)
 
     def statements(self, index: int) -> int:
-        return self.rows[index][5]
+        return self.columns[5][index]
 
 
 def _encode_layout(profile: Profile) -> tuple[list[Block], bytes]:
     blocks = sorted(profile.statements)
     files = sorted({block.file for block in blocks})
     index = {file: number for number, file in enumerate(files)}
-    rows = [[index[b.file], b.start_line, b.start_col, b.end_line, b.end_col, profile.statements[b]] for b in blocks]
-    return blocks, msgpack.packb([files, rows])
+    # Column by column: map/itemgetter run in C, several times faster than a list per block.
+    columns = [
+        [index[block.file] for block in blocks],
+        *(list(map(itemgetter(field), blocks)) for field in range(1, 5)),
+        list(map(profile.statements.__getitem__, blocks)),
+    ]
+    return blocks, msgpack.packb([files, columns])
 
 
 def _ensure_run(db: sqlite_utils.Database, run: str, now_us: int) -> None:
@@ -71,7 +78,7 @@ def save_snapshot(
         raise CoverageError(f"{source}: the snapshot has no blocks")
     blocks, layout_blob = _encode_layout(profile)
     layout_hash = hashlib.sha256(layout_blob).hexdigest()
-    counters = msgpack.packb([profile.counts[block] for block in blocks])
+    counters = msgpack.packb(list(map(profile.counts.__getitem__, blocks)))
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         _ensure_run(db, run, now_us)
@@ -110,8 +117,8 @@ def load_layout(db: sqlite_utils.Database, layout_hash: str) -> Layout:
     row = db.conn.execute("SELECT blocks FROM cover_layouts WHERE hash = ?", (layout_hash,)).fetchone()
     if row is None:
         raise CoverageError(f"layout {layout_hash[:12]} is missing from the store")
-    files, rows = msgpack.unpackb(row[0])
-    return Layout(files, rows)
+    files, columns = msgpack.unpackb(row[0])
+    return Layout(files, columns)
 
 
 def save_python_lines(db: sqlite_utils.Database, *, run: str, contexts: Iterable[ContextLines], now_us: int) -> int:

@@ -1,0 +1,84 @@
+"""`auditcov cover ...`: code coverage commands (snapshots and per-test reports; Go profile tools)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+
+from merge.cover.importer import import_coverage
+from merge.cover.pertest import per_test_coverage
+from merge.events import format_time, parse_time
+from merge.reports.coverjson import coverage_report
+from merge.reports.covertable import render_test_files, render_tests
+from merge.store import choose_run, open_store, open_store_readonly
+from sink.commands import db_option, run_option
+
+
+@click.group()
+def cover() -> None:
+    """Code coverage: Go profiles, coverage.py data, per-test snapshots and reports."""
+
+
+def _moment(_ctx, _param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00.5Z)") from None
+
+
+@cover.command("import")
+@db_option
+@click.option("--run", "run", required=True, help="The run the coverage belongs to.")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--process", default=None, help="Which process the counters are from (default: from the source).")
+@click.option("--at", "at_us", callback=_moment, help="When the counters were taken, RFC 3339 (default: mtime).")
+def import_command(db_path: str, run: str, source: Path, process: str | None, at_us: int | None) -> None:
+    """Store one coverage snapshot, or a coverage.py file's per-test lines.
+
+    SOURCE is a Go covdata directory holding one counter file, a Go text profile (also a live
+    KUBE_COVERAGE_FILE, read once it is whole), or a coverage.py `.coverage` file with contexts.
+
+    Example: auditcov cover import --run e2e-1 --process kube-apiserver --at 2026-01-31T12:00:00Z snaps/0001
+    """
+    db = open_store(db_path)
+    try:
+        done = import_coverage(db, source, run=run, process=process, at_us=at_us, now_us=time.time_ns() // 1000)
+    finally:
+        db.conn.close()
+    if done.kind == "python":
+        click.echo(f"{done.source}: {done.contexts} coverage.py contexts stored as per-test Python lines")
+    else:
+        click.echo(f"{done.source}: snapshot of {done.process} at {format_time(done.at_us)}, {done.blocks} blocks")
+
+
+@cover.command("report")
+@db_option
+@run_option
+@click.option("--test", "test", default=None, help="Only this test, with its lines file by file.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def report_command(db_path: str, run: str | None, test: str | None, output_format: str) -> None:
+    """Print each test's covered lines (Go snapshot deltas over its window, Python contexts) and totals.
+
+    Example: auditcov cover report --run e2e-1 --test "[sig-api-machinery] Watchers should observe add"
+    """
+    db = open_store_readonly(db_path)
+    try:
+        run = choose_run(db, run)
+        results = per_test_coverage(db, run, test=test)
+    finally:
+        db.conn.close()
+    if test is not None and not results:
+        raise click.ClickException(f"run {run!r} has no test {test!r} (no window and no Python lines)")
+    if output_format == "json":
+        click.echo(orjson.dumps(coverage_report(run, results), option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    render_tests(console, run, results)
+    if test is not None:
+        render_test_files(console, results[0])
