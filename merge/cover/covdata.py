@@ -227,8 +227,10 @@ def parse_counters(data: bytes, meta: MetaFile, *, where: str) -> Counters:
         if offset + _SEGMENT_HEADER.size > footer_at:
             raise CoverageError(f"{where}: segment {segment} of {segment_count} is missing")
         function_count, strings_length, args_length = _SEGMENT_HEADER.unpack_from(data, offset)
-        offset += _SEGMENT_HEADER.size + strings_length + args_length
-        offset += -offset % 4  # records start on a 4-byte boundary of the file, as Go's reader seeks
+        # Records start on a 4-byte boundary of the segment (Go's writer pads the args table; for the first
+        # segment this is also the file's boundary, which is where Go's reader looks).
+        preamble = _SEGMENT_HEADER.size + strings_length + args_length
+        offset += preamble + -preamble % 4
         if flavor == FLAVOR_RAW:
             values = list(struct.unpack_from(f"{'>' if big_endian else '<'}{(footer_at - offset) // 4}I", data, offset))
         else:

@@ -38,7 +38,8 @@ def read_text_profiles(paths: Iterable[str | Path]) -> Profile:
 
 def parse_text(text: str, *, where: str = "text profile", into: Profile | None = None) -> Profile:
     """Parse one profile (possibly several concatenated), merging it into `into` when given."""
-    lines = text.splitlines()
+    # Lines end at "\n" only, with a "\r" before it dropped, as Go's bufio.ScanLines has it.
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
     if not lines or not lines[0].startswith(_MODE_PREFIX):
         raise CoverageError(f"{where}:1: the first line must be `mode: set|count|atomic`")
     mode = _mode(lines[0], where=f"{where}:1")
