@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from coverage import CoverageData
 
 from merge.cover.model import CoverageError
@@ -17,6 +19,7 @@ from merge.cover.pertest import per_test_coverage
 from merge.cover.pycoverage import owning_test, read_contexts
 from merge.cover.snapshots import save_python_lines
 from merge.store import open_store
+from sink.cli import cli
 
 SAMPLE = Path(__file__).parent / "pyproject_sample"
 
@@ -101,3 +104,41 @@ def test_a_file_that_is_not_coverage_data(tmp_path):
         read_contexts(bogus)
     with pytest.raises(CoverageError, match="no such"):
         read_contexts(tmp_path / "missing")
+
+
+def test_cli_import_and_json_report(coverage_file, tmp_path):
+    db_path = str(tmp_path / "store.db")
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "py", str(coverage_file)])
+    assert imported.exit_code == 0, imported.output
+    assert "9 coverage.py contexts stored as per-test Python lines" in imported.output
+    report = runner.invoke(cli, ["cover", "report", "--db", db_path, "--format", "json"])
+    assert report.exit_code == 0, report.output
+    tests = {entry["test"]: entry for entry in orjson.loads(report.output)["tests"]}
+    for test, entry in tests.items():
+        expected = _coverage_lines(coverage_file, f"^{re.escape(test)}(\\|(setup|run|teardown))?$")
+        got = {file: {n for a, b in spans for n in range(a, b + 1)} for file, spans in entry["files"].items()}
+        assert got == expected, test
+        assert entry["lines_covered"] == entry["statements_run"] == sum(map(len, expected.values()))
+        assert entry["window"] is None and entry["first_hit_only"] is False
+    # Importing the same file again replaces its rows: nothing counts twice.
+    again = runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "py", str(coverage_file)])
+    assert again.exit_code == 0
+    assert runner.invoke(cli, ["cover", "report", "--db", db_path, "--format", "json"]).output == report.output
+
+
+def test_cli_errors_name_the_input(tmp_path, coverage_file):
+    runner = CliRunner()
+    db_path = str(tmp_path / "store.db")
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello\n")
+    result = runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "r", str(junk)])
+    assert result.exit_code == 1 and f"{junk}: not a Go covdata directory" in result.output
+    result = runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "r", "--at", "noon", str(junk)])
+    assert result.exit_code == 2 and "'noon' is not an RFC 3339 time" in result.output
+    runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "a", str(coverage_file)])
+    runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "b", str(coverage_file)])
+    result = runner.invoke(cli, ["cover", "report", "--db", db_path])
+    assert result.exit_code == 1 and "the store has 2 runs (a, b): pick one with --run" in result.output
+    result = runner.invoke(cli, ["cover", "report", "--db", db_path, "--run", "a", "--test", "nope"])
+    assert result.exit_code == 1 and "run 'a' has no test 'nope'" in result.output
