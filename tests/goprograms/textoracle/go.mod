@@ -1,0 +1,3 @@
+module textoracle
+
+go 1.22
