@@ -8,8 +8,9 @@ Routes (see README.md):
     GET  /v1/stats[?run=R]            what the store holds (query token)
     GET  /healthz, /readyz, /metrics  liveness, store writability, Prometheus metrics
 
-Every error is answered as JSON `{"error": "..."}` saying what was wrong. The store is written only by the
-writer thread (`sink.writer`), never on the event loop.
+Every error is answered as JSON `{"error": "..."}` saying what was wrong. When the sink is stopping, requests
+in progress finish (their bodies may still be arriving) while new ones get 503 and are retried by the sender.
+The store is written only by the writer thread (`sink.writer`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -55,12 +56,42 @@ WRITER = web.AppKey("writer", Writer)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 METRICS = web.AppKey("metrics", Metrics)
 INGEST_TOKEN = web.AppKey("ingest_token", str)
+DRAIN = web.AppKey("drain", "Drain")
 QUERY_TOKEN = web.AppKey("query_token", str)
+
+
+class Drain:
+    """Requests in progress, so a stop can wait for them (aiohttp's own shutdown drops bodies still arriving)."""
+
+    def __init__(self) -> None:
+        self.in_progress = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.in_progress += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_progress -= 1
+        if not self.in_progress:
+            self._idle.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Refuse new requests from now on; wait until those in progress are answered. False on timeout."""
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Application:
     """The sink as an aiohttp application: the store is opened now, its writer runs while the app runs."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.body_limit)
+    app = web.Application(middlewares=[drain_middleware, error_middleware], client_max_size=settings.body_limit)
+    app[DRAIN] = Drain()
     app[SETTINGS] = settings
     db = open_store(settings.db, synchronous=settings.synchronous)
     # A large page cache keeps the events' unique index in memory while millions of rows go in.
@@ -106,6 +137,21 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.Response(
         status=status, body=orjson.dumps({"error": message}), content_type="application/json", headers=headers
     )
+
+
+@web.middleware
+async def drain_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count requests in progress; once stopping, answer new ones 503 (the apiserver retries them later)."""
+    drain = request.app[DRAIN]
+    if drain.stopping:
+        return _error(503, "the sink is stopping; retry later", {"Connection": "close", "Retry-After": "10"})
+    drain.enter()
+    try:
+        return await handler(request)
+    finally:
+        drain.leave()
 
 
 @web.middleware

@@ -8,6 +8,7 @@ lets in-flight batches finish and commit, stops the writer, and returns (exit st
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import ssl
 from collections.abc import Callable
@@ -16,12 +17,14 @@ from dataclasses import dataclass
 import uvloop
 from aiohttp import web
 
-from sink.app import init_app
+from sink.app import DRAIN, init_app
 from sink.ingest import Matcher
 from sink.settings import Settings, SettingsError
 
 #: How long a stop waits for in-flight batches (the apiserver gives each POST 30 s).
 SHUTDOWN_TIMEOUT_S = 35.0
+
+log = logging.getLogger(__name__)
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -39,6 +42,10 @@ class RunningSink:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight batches, commit, close the store."""
+        for site in list(self.runner.sites):
+            await site.stop()
+        if not await self.runner.app[DRAIN].wait(SHUTDOWN_TIMEOUT_S):
+            log.warning("stopping with requests still in progress after %s s", SHUTDOWN_TIMEOUT_S)
         await self.runner.cleanup()
 
 
