@@ -141,6 +141,27 @@ SELECT resolved.*,
     END AS attribution
 FROM resolved;
 
+-- The endpoint catalogue events are matched against (`auditcov remap`, `serve --openapi`), one row per OpenAPI
+-- operation, so that reports can list what nothing tested. A store holds one catalogue: a new one replaces it
+-- (meta 'catalogue_source' says where it came from). merge/openapi/stored.py reads and writes it.
+CREATE TABLE IF NOT EXISTS endpoints (
+    operation_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,              -- upper-case HTTP method
+    path TEXT NOT NULL,                -- the spec's path template, e.g. /api/v1/namespaces/{namespace}/pods
+    api_group TEXT,                    -- x-kubernetes-group-version-kind group ("" = core); NULL when it has none
+    api_version TEXT,                  -- its version; NULL likewise
+    kind TEXT,                         -- its kind; NULL likewise
+    action TEXT,                       -- x-kubernetes-action (get, list, ..., connect); NULL when absent
+    level TEXT NOT NULL,               -- stable, beta or alpha, from the served group version
+    category TEXT NOT NULL,            -- the first tag up to its first '_' (APISnoop's category)
+    deprecated INTEGER NOT NULL,       -- 1 for /watch/ operations and those the spec calls deprecated
+    eligible INTEGER NOT NULL,         -- 1 when eligible for conformance: stable, not deprecated, not ineligible
+    ineligible_reason TEXT,            -- the ineligible list's reason; NULL when not listed
+    pending INTEGER NOT NULL,          -- 1 when in the pending-eligible list
+    description TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_operation ON events (run, operation_id);
+
 -- Code-coverage block layouts, each stored once and shared by every snapshot of the same binary
 -- (merge/cover/snapshots.py owns the encoding).
 CREATE TABLE IF NOT EXISTS cover_layouts (
