@@ -36,6 +36,7 @@ class Writer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="auditcov-writer", daemon=True)
         self._closed = False
+        self.transactions = 0  # committed so far: with group commit, fewer than the jobs
 
     @property
     def alive(self) -> bool:
@@ -97,6 +98,7 @@ class Writer:
                 conn.execute("RELEASE job")
                 done.append((future, result))
             conn.execute("COMMIT")
+            self.transactions += 1
         except sqlite3.Error as exc:
             log.exception("store transaction failed")
             if conn.in_transaction:
