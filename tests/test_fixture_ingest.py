@@ -26,6 +26,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import orjson
 import pytest
 import trustme
 from aiohttp import ClientSession, web
@@ -308,3 +309,21 @@ async def test_replay_to_a_port_nobody_listens_on(tmp_path):
     result = await replay_cli("--to", url, *FAST_RETRIES, str(AUDIT / "falco/attach_pod.json"))
     assert result.exit_code == 1
     assert "4 retries, 1 batches dropped (1 events)" in result.stdout
+
+
+def test_import_keeps_request_bodies_only_when_asked(tmp_path):
+    configmap = str(AUDIT / "falco/create_configmap.json")
+    for flag, db in ((), tmp_path / "plain.db"), (("--keep-bodies",), tmp_path / "bodies.db"):
+        result = CliRunner().invoke(cli, ["import", "--db", str(db), *flag, configmap])
+        assert result.exit_code == 0, result.output
+    (plain,) = open_store(tmp_path / "plain.db").execute("SELECT request_object FROM events").fetchall()
+    (kept,) = open_store(tmp_path / "bodies.db").execute("SELECT request_object FROM events").fetchall()
+    assert plain == (None,)
+    assert orjson.loads(kept[0])["kind"] == "ConfigMap"
+
+
+def test_import_refuses_a_bad_run_name_before_reading(tmp_path):
+    args = ["import", "--db", str(tmp_path / "s.db"), "--run", "no spaces", str(AUDIT / "falco/attach_pod.json")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "run name 'no spaces' is not 1-128 letters" in result.output

@@ -15,7 +15,7 @@ from merge.eventfiles import AuditFile, read_files
 from merge.store import open_store
 from sink.commands import db_option
 from sink.importer import import_files
-from sink.ingest import Ingestor
+from sink.ingest import Ingestor, check_run_name
 from sink.replay import DEFAULT_BATCH_SIZE, Backoff, Target, replay, sendable
 from sink.settings import Settings
 
@@ -91,6 +91,7 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
     Example:
         auditcov import --db auditcov.db --run e2e-1 kube-apiserver-audit.log audit-*.log.gz
     """
+    check_run_name(run)
     audit_files = [AuditFile(path) for path in files]
     ingestor = Ingestor(open_store(db_path), keep_bodies=keep_bodies)
     with _FileProgress(audit_files, "importing") as progress:
