@@ -27,6 +27,7 @@ def cli() -> None:
 def _register() -> None:
     from sink.commands.cover import cover
     from sink.commands.events import import_command, replay_command
+    from sink.commands.gocover import percent_command, textfmt_command
     from sink.commands.service import serve, stats
 
     cli.add_command(serve)
@@ -34,6 +35,8 @@ def _register() -> None:
     cli.add_command(import_command)
     cli.add_command(replay_command)
     cli.add_command(cover)
+    cover.add_command(textfmt_command)
+    cover.add_command(percent_command)
 
 
 _register()
