@@ -153,6 +153,17 @@ class AuditFile:
             raise BadBodyError(f"{self.path}: not audit data: no line is JSON (line {first[0]}: {first_bad[:60]!r})")
 
 
+def audit_files(paths: Iterable[str | Path]) -> list[AuditFile]:
+    """An `AuditFile` per path, a directory standing for every file under it (sorted, as rotated logs are named)."""
+    files: list[AuditFile] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(AuditFile(inner) for inner in sorted(path.rglob("*")) if inner.is_file())
+        else:
+            files.append(AuditFile(path))
+    return files
+
+
 def read_files(files: Iterable[AuditFile], on_error: Callable[[str], None]) -> Iterator[FileItem]:
     """The items of every file in turn; a file that fails is reported to `on_error` and the next one is read."""
     for file in files:

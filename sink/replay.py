@@ -28,6 +28,7 @@ from merge.errors import AuditcovError
 DEFAULT_BATCH_SIZE = 400
 
 _SUCCESS = range(200, 207)  # the apiserver's webhook treats 200..206 as success
+_SINK_COUNTS = ("accepted", "duplicates", "quarantined")
 
 
 class ReplayError(AuditcovError):
@@ -102,6 +103,9 @@ class ReplaySummary:
     failures: int = 0
     failed_events: int = 0
     errors: list[str] = field(default_factory=list)  # one line per batch given up on: its last error
+    # What an auditcov sink said it did with the batches (its answers' `accepted`, `duplicates`,
+    # `quarantined`), summed; empty for a sink that answers otherwise (the apiserver ignores the answer).
+    sink_counts: dict[str, int] = field(default_factory=dict)
 
 
 def sendable(item: object) -> object:
@@ -211,9 +215,21 @@ class _Sender:
             async with self._session.post(self._url, data=body, params=self._params, timeout=timeout) as response:
                 answer = await response.read()
                 if response.status in _SUCCESS:
+                    self._count(answer)
                     return None
                 return f"HTTP {response.status}: {answer[:200].decode('utf-8', 'replace').strip()}"
         except TimeoutError:
             return f"no answer within {self._backoff.timeout:g}s"
         except aiohttp.ClientError as exc:
             return f"{type(exc).__name__}: {exc}"
+
+    def _count(self, answer: bytes) -> None:
+        try:
+            document = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(document, dict):
+            counts = self._summary.sink_counts
+            for key in _SINK_COUNTS:
+                if isinstance(value := document.get(key), int):
+                    counts[key] = counts.get(key, 0) + value

@@ -153,7 +153,8 @@ def test_import_names_file_and_line_of_quarantined_items(tmp_path):
 def test_import_everything_at_once_keeps_the_good_files_beside_the_bad(tmp_path, png_file):
     db = tmp_path / "store.db"
     files = [str(AUDIT / relative) for relative in sorted(EXPECTED)]
-    result = CliRunner().invoke(cli, ["import", "--db", str(db), "--run", "all", str(png_file), *files])
+    # The fixture folder stands for every file under it.
+    result = CliRunner().invoke(cli, ["import", "--db", str(db), "--run", "all", str(png_file), str(AUDIT)])
     assert result.exit_code == 1
     assert result.stderr.count("error: ") == 3
     assert f"error: {png_file}: not audit data: the content is binary" in result.stderr
@@ -187,6 +188,8 @@ async def test_replay_each_fixture_to_a_real_sink(sink, tmp_path):
         else:
             assert result.exit_code == 0, (relative, result.output)
             assert "0 retries, 0 batches dropped" in result.stdout
+            stored, duplicates, quarantined = expected
+            assert f"sink stored {stored} events, {duplicates} duplicates, {quarantined} quarantined" in result.stdout
 
 
 async def test_replay_everything_at_once_in_small_concurrent_batches(sink, tmp_path):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.text import Text
 
 from merge.decode import Malformed
-from merge.eventfiles import AuditFile, read_files
+from merge.eventfiles import AuditFile, audit_files, read_files
 from merge.store import open_store
 from sink.commands import db_option
 from sink.importer import import_files
@@ -27,7 +27,7 @@ _SHOWN_BAD_ITEMS = 20
 _FILE = click.Path(dir_okay=False)
 _AT_LEAST_1 = click.IntRange(1)
 
-files_argument = click.argument("files", nargs=-1, required=True, type=_FILE)
+files_argument = click.argument("files", nargs=-1, required=True, type=click.Path())
 
 
 class _FileProgress:
@@ -83,29 +83,29 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
     """Read audit files straight into the store, exactly as the sink would have stored them.
 
     FILES are audit logs: JSON lines, EventList or Event documents, JSON arrays, AKS diagnostic records;
-    plain or gzip-compressed (.log, .json, .jsonl, .gz). Items that are not valid events are quarantined
-    with their file and line; a file that is not audit data is reported and the others are still read.
-    Exits 1 if any file could not be read.
+    plain or gzip-compressed (.log, .json, .jsonl, .gz). A directory stands for every file under it.
+    Items that are not valid events are quarantined with their file and line; a file that is not audit data
+    is reported and the others are still read. Exits 1 if any file could not be read.
 
     \b
     Example:
         auditcov import --db auditcov.db --run e2e-1 kube-apiserver-audit.log audit-*.log.gz
     """
     check_run_name(run)
-    audit_files = [AuditFile(path) for path in files]
+    files_to_read = audit_files(files)
     ingestor = Ingestor(open_store(db_path), keep_bodies=keep_bodies)
-    with _FileProgress(audit_files, "importing") as progress:
+    with _FileProgress(files_to_read, "importing") as progress:
 
         def on_batch(result) -> None:
             progress.advance(result.accepted + result.duplicates + result.quarantined)
 
         summary = import_files(
-            ingestor, run, audit_files, on_batch=on_batch, on_error=progress.file_error, on_bad=progress.bad_item
+            ingestor, run, files_to_read, on_batch=on_batch, on_error=progress.file_error, on_bad=progress.bad_item
         )
     click.echo(
         f"imported into run {run!r} of {db_path}: {summary.accepted} events stored, "
         f"{summary.duplicates} duplicates, {summary.quarantined} quarantined, "
-        f"{len(summary.errors)} of {len(audit_files)} files unreadable"
+        f"{len(summary.errors)} of {len(files_to_read)} files unreadable"
     )
     if summary.errors:
         raise SystemExit(1)
@@ -163,11 +163,11 @@ def replay_command(
     """
     target = Target.from_files(url, token_file=token_file, cert_file=cert_file, key_file=key_file, ca_file=ca_file)
     retry = Backoff(initial=backoff, factor=backoff_factor, attempts=attempts, timeout=timeout)
-    audit_files = [AuditFile(path) for path in files]
-    with _FileProgress(audit_files, "replaying") as progress:
+    files_to_read = audit_files(files)
+    with _FileProgress(files_to_read, "replaying") as progress:
 
         def items() -> Iterator[object]:
-            for entry in read_files(audit_files, progress.file_error):
+            for entry in read_files(files_to_read, progress.file_error):
                 if isinstance(entry.item, Malformed):
                     progress.bad_item(entry.item.reason)
                 yield sendable(entry.item)
@@ -181,7 +181,13 @@ def replay_command(
     click.echo(
         f"replayed to {url}: {summary.batches} batches, {summary.events} events sent, {summary.retries} retries, "
         f"{summary.failures} batches dropped ({summary.failed_events} events), "
-        f"{len(progress.file_errors)} of {len(audit_files)} files unreadable"
+        f"{len(progress.file_errors)} of {len(files_to_read)} files unreadable"
     )
+    if summary.sink_counts:
+        counts = summary.sink_counts
+        click.echo(
+            f"the sink stored {counts.get('accepted', 0)} events, {counts.get('duplicates', 0)} duplicates, "
+            f"{counts.get('quarantined', 0)} quarantined"
+        )
     if summary.failures or progress.file_errors:
         raise SystemExit(1)
