@@ -24,7 +24,9 @@ Cloud log exports wrap events in records of their own (as in the elastic fixture
   `resourceName`, without the `/api` or `/apis` prefix and without the query, so a list cannot be told from a
   watch, nor a proxied HEAD from a GET), not the stage, and not the HTTP status (`status.code` is a gRPC code).
   Those are exactly the fields an endpoint is matched on, so a converted event would be guesswork presented as
-  data. These records are therefore quarantined, kept raw, with a reason saying so.
+  data (falco's k8saudit-gke plugin does convert, inferring the status from the verb and using `/` +
+  resourceName as the URI, which gives `/core/v1/...` paths that match no OpenAPI operation). These records are
+  therefore quarantined, kept raw, with a reason saying so.
 """
 
 from __future__ import annotations
