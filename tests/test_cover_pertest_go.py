@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from gotool import GO_ENV
 
 from merge.cover.gotext import parse_text
 from merge.cover.model import Block
@@ -37,6 +38,7 @@ def _build(tmp: Path, mode: str) -> Path:
     subprocess.run(
         ["go", "build", "-cover", f"-covermode={mode}", "-o", str(binary), "."],
         cwd=SAMPLE,
+        env=GO_ENV,
         check=True,
         capture_output=True,
         timeout=300,
@@ -48,6 +50,7 @@ def _oracle(directory: Path) -> dict[Block, int]:
     """Counts per block of a snapshot directory, as `go tool covdata textfmt` says."""
     text = subprocess.run(
         ["go", "tool", "covdata", "textfmt", "-i", str(directory), "-o", "/dev/stdout"],
+        env=GO_ENV,
         check=True,
         capture_output=True,
         text=True,
