@@ -8,9 +8,19 @@ from __future__ import annotations
 import click
 
 from merge.errors import AuditcovError
+from sink.commands import LazyGroup
+
+#: Every command, as "module:attribute", imported only when it runs (see `LazyGroup`). Add new ones here.
+COMMANDS = {
+    "serve": "sink.commands.service:serve",
+    "stats": "sink.commands.service:stats",
+    "import": "sink.commands.events:import_command",
+    "replay": "sink.commands.events:replay_command",
+    "cover": "sink.commands.cover:cover",
+}
 
 
-class _Group(click.Group):
+class _Group(LazyGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -18,28 +28,10 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, lazy=COMMANDS)
 @click.version_option(package_name="auditcov")
 def cli() -> None:
     """Per-test Kubernetes API endpoint and code coverage from live audit events."""
-
-
-def _register() -> None:
-    from sink.commands.cover import cover
-    from sink.commands.events import import_command, replay_command
-    from sink.commands.gocover import percent_command, textfmt_command
-    from sink.commands.service import serve, stats
-
-    cli.add_command(serve)
-    cli.add_command(stats)
-    cli.add_command(import_command)
-    cli.add_command(replay_command)
-    cli.add_command(cover)
-    cover.add_command(textfmt_command)
-    cover.add_command(percent_command)
-
-
-_register()
 
 
 def main() -> None:

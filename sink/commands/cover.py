@@ -6,19 +6,16 @@ import time
 from pathlib import Path
 
 import click
-import orjson
-from rich.console import Console
 
-from merge.cover.importer import import_coverage
-from merge.cover.pertest import per_test_coverage
 from merge.events import format_time, parse_time
-from merge.reports.coverjson import coverage_report
-from merge.reports.covertable import render_test_files, render_tests
-from merge.store import choose_run, open_store, open_store_readonly
-from sink.commands import db_option, run_option
+from sink.commands import LazyGroup, db_option, run_option
+
+# `textfmt` and `percent` must start fast, so the store, rich and the readers are imported inside the commands
+# that use them.
+GO_TOOLS = {"textfmt": "sink.commands.gocover:textfmt_command", "percent": "sink.commands.gocover:percent_command"}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy=GO_TOOLS)
 def cover() -> None:
     """Code coverage: Go profiles, coverage.py data, per-test snapshots and reports."""
 
@@ -46,6 +43,9 @@ def import_command(db_path: str, run: str, source: Path, process: str | None, at
 
     Example: auditcov cover import --run e2e-1 --process kube-apiserver --at 2026-01-31T12:00:00Z snaps/0001
     """
+    from merge.cover.importer import import_coverage
+    from merge.store import open_store
+
     db = open_store(db_path)
     try:
         done = import_coverage(db, source, run=run, process=process, at_us=at_us, now_us=time.time_ns() // 1000)
@@ -67,6 +67,14 @@ def report_command(db_path: str, run: str | None, test: str | None, output_forma
 
     Example: auditcov cover report --run e2e-1 --test "[sig-api-machinery] Watchers should observe add"
     """
+    import orjson
+    from rich.console import Console
+
+    from merge.cover.pertest import per_test_coverage
+    from merge.reports.coverjson import coverage_report
+    from merge.reports.covertable import render_test_files, render_tests
+    from merge.store import choose_run, open_store_readonly
+
     db = open_store_readonly(db_path)
     try:
         run = choose_run(db, run)
