@@ -4,7 +4,8 @@
 batches (one transaction each), and adds up what became of them. The ingestor validates, attributes and
 deduplicates exactly as the live sink does; the only thing added here is provenance: an item that is not a
 valid event is quarantined with a reason that starts with its file and line, so the quarantine says where to
-look. A file that cannot be read at all is reported to `on_error`, and the other files are still imported.
+look (only a batch that holds such an item is checked twice to find it). A file that cannot be read at all is
+reported to `on_error`, and the other files are still imported.
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ def import_files(
         if on_error is not None:
             on_error(message)
 
-    for batch in batches(read_files(files, file_failed), batch_size):
-        items = [located(entry) for entry in batch]
+    for entries in batches(read_files(files, file_failed), batch_size):
+        items = [entry.item for entry in entries]
+        malformed = sum(1 for item in items if isinstance(item, Malformed))
+        prepared = ingestor.prepare(run, items)
+        if len(prepared.quarantine) > malformed:
+            # Some items are not valid events: prepare again with their origins in the quarantine reasons.
+            items = [located(entry) for entry in entries]
+            prepared = ingestor.prepare(run, items)
         if on_bad is not None:
             for item in items:
                 if isinstance(item, Malformed):
                     on_bad(item.reason)
-        result = ingestor.ingest(run, items)
+        result = ingestor.commit(prepared)
         summary.add(result)
         if on_batch is not None:
             on_batch(result)

@@ -103,7 +103,10 @@ class Ingestor:
 
     def ingest(self, run: str, items: list[object]) -> IngestResult:
         """Prepare and store `items` in a transaction of its own; return the counts once committed."""
-        batch = self.prepare(run, items)
+        return self.commit(self.prepare(run, items))
+
+    def commit(self, batch: PreparedBatch) -> IngestResult:
+        """Store a prepared batch in a transaction of its own; return the counts once committed."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
