@@ -330,3 +330,18 @@ def test_import_refuses_a_bad_run_name_before_reading(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "run name 'no spaces' is not 1-128 letters" in result.output
+
+
+def test_import_quarantines_an_invalid_event_with_its_file_and_line(tmp_path):
+    lines = (AUDIT / "audit2rbac/demo.log").read_bytes().splitlines()
+    broken = orjson.loads(lines[2])
+    del broken["stage"]
+    log = tmp_path / "broken.log"
+    log.write_bytes(b"\n".join([*lines[:2], orjson.dumps(broken), *lines[3:]]) + b"\n")
+    db = tmp_path / "store.db"
+    result = CliRunner().invoke(cli, ["import", "--db", str(db), str(log)])
+    assert result.exit_code == 0, result.output
+    assert counts(db, "default") == (36, 0, 1)
+    ((reason, raw),) = open_store(db).execute("SELECT reason, raw FROM quarantine").fetchall()
+    assert reason == f"{log}:3: stage is missing"
+    assert orjson.loads(raw) == broken
