@@ -17,6 +17,9 @@ COMMANDS = {
     "import": "sink.commands.events:import_command",
     "replay": "sink.commands.events:replay_command",
     "cover": "sink.commands.cover:cover",
+    "spec": "sink.commands.spec:spec_command",
+    "remap": "sink.commands.spec:remap_command",
+    "report": "sink.commands.spec:report_command",
 }
 
 

@@ -46,6 +46,10 @@ class Settings:
     synchronous: str = _key(
         "NORMAL", "SQLite durability: NORMAL (survives a crash of the sink) or FULL (and power loss)"
     )
+    openapi: str = _key(
+        "", "map events to endpoints as they arrive: an OpenAPI spec file, a v3 folder, or auto (the cluster's)"
+    )
+    kubeconfig: str = _key("", "kubeconfig of the cluster whose spec `openapi = auto` fetches (default: kubectl's)")
 
     def __post_init__(self) -> None:
         if self.synchronous not in SYNCHRONOUS_CHOICES:

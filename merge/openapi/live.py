@@ -25,7 +25,7 @@ import orjson
 import yaml
 
 from merge.errors import SpecError
-from merge.openapi.catalogue import Catalogue, catalogue_from_documents
+from merge.openapi.catalogue import Catalogue, catalogue_from_documents, load_catalogue
 
 VERSIONS = ("auto", "v3", "v2")
 TIMEOUT_S = 60.0
@@ -168,3 +168,22 @@ def _load_client_certificate(context: ssl.SSLContext, user: dict, base: Path) ->
             context.load_cert_chain(pem.name)
     elif user.get("client-certificate") and user.get("client-key"):
         context.load_cert_chain(str(base / user["client-certificate"]), str(base / user["client-key"]))
+
+
+def cluster_version(source: str) -> str | None:
+    """The OpenAPI version a SOURCE asks the cluster for (`auto`, `cluster`: auto; `cluster:v2`: v2), or None
+    when SOURCE names a file or folder."""
+    if source in ("auto", "cluster"):
+        return "auto"
+    if source.startswith("cluster:"):
+        return source.partition(":")[2]
+    return None
+
+
+def load_source(source: str, kubeconfig: str | Path | None = None, context: str | None = None) -> Catalogue:
+    """A catalogue from any SOURCE the command line takes: a spec file, a folder of v3 documents, or
+    `auto` / `cluster` / `cluster:v3` / `cluster:v2` for the cluster of `kubeconfig` (default: kubectl's)."""
+    version = cluster_version(source)
+    if version is None:
+        return load_catalogue(source)
+    return load_live_catalogue(kubeconfig or default_kubeconfig(), version, context)

@@ -1,0 +1,190 @@
+"""`auditcov spec` (a catalogue's summary), `auditcov remap` (match stored events again) and `auditcov report`
+(endpoint coverage of a run: text, json, apisnoop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from merge.openapi.eligibility import load_conformance_tests, load_eligibility
+from merge.openapi.live import load_source
+from merge.openapi.matcher import Matcher
+from merge.openapi.stored import remap, save_catalogue, stored_catalogue
+from merge.reports.apisnoop import apisnoop_report
+from merge.reports.endpointcov import endpoint_coverage
+from merge.reports.endpointjson import endpoint_report
+from merge.reports.endpointtable import render_endpoint_coverage
+from merge.store import choose_run, open_store, open_store_readonly
+from sink.commands import db_option, run_option
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _cluster_options(command):
+    command = click.option("--context", default=None, help="The kubeconfig context (default: its current one).")(
+        command
+    )
+    return click.option(
+        "--kubeconfig",
+        type=_FILE,
+        default=None,
+        help="Kubeconfig of the cluster for `auto` (default: $KUBECONFIG, else ~/.kube/config).",
+    )(command)
+
+
+def _eligibility_options(command):
+    command = click.option(
+        "--pending", "pending_file", type=_FILE, help="pending_eligible_endpoints.yaml (default: shipped)."
+    )(command)
+    return click.option(
+        "--ineligible", "ineligible_file", type=_FILE, help="ineligible_endpoints.yaml (default: shipped)."
+    )(command)
+
+
+@click.command("spec")
+@click.argument("source")
+@_cluster_options
+@_eligibility_options
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def spec_command(
+    source: str,
+    kubeconfig: Path | None,
+    context: str | None,
+    ineligible_file: Path | None,
+    pending_file: Path | None,
+    output_format: str,
+) -> None:
+    """Print an endpoint catalogue's summary: counts by level, group and action; with json, every endpoint.
+
+    SOURCE is an OpenAPI v2 file (swagger.json, .json.gz), a folder of OpenAPI v3 documents laid out as under
+    /openapi/v3/, or `auto` (also `cluster`, `cluster:v3`, `cluster:v2`): the spec of the --kubeconfig cluster.
+
+    Example: auditcov spec api/openapi-spec/swagger.json --format json
+    """
+    catalogue = load_source(source, kubeconfig, context)
+    eligibility = load_eligibility(ineligible_file, pending_file)
+    summary = catalogue.summary()
+    current = [e for e in catalogue.endpoints.values() if not e.deprecated]
+    summary["eligible"] = sum(eligibility.is_eligible(e) for e in current)
+    summary["pending"] = sum(eligibility.is_eligible(e) and eligibility.is_pending(e) for e in current)
+    if output_format == "json":
+        endpoints = [
+            {**e.to_json(), "eligible": eligibility.is_eligible(e), "pending": eligibility.is_pending(e)}
+            for _, e in sorted(catalogue.endpoints.items())
+        ]
+        click.echo(orjson.dumps({"summary": summary, "endpoints": endpoints}, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    console.print(
+        f"{summary['source']}: {summary['endpoints']} operations, {summary['deprecated']} deprecated; "
+        f"{summary['eligible']} eligible for conformance ({summary['pending']} of them pending). "
+        "Not deprecated:"
+    )
+    for title, key in (("level", "by_level"), ("group", "by_group"), ("action", "by_action")):
+        table = Table(title=f"by {title}")
+        table.add_column(title)
+        table.add_column("endpoints", justify="right")
+        for name, count in summary[key].items():
+            table.add_row(name, str(count))
+        console.print(table)
+
+
+@click.command("remap")
+@db_option
+@run_option
+@click.option("--openapi", "source", default=None, help="A new catalogue SOURCE (default: the store's).")
+@_cluster_options
+@_eligibility_options
+def remap_command(
+    db_path: str,
+    run: str | None,
+    source: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    ineligible_file: Path | None,
+    pending_file: Path | None,
+) -> None:
+    """Map stored events to endpoints again, against a new catalogue or the store's own.
+
+    For when the spec arrived after the events, or changed. Without --run, every run is re-mapped. --openapi
+    takes a SOURCE as `auditcov spec` does; the new catalogue replaces the store's.
+
+    Example: auditcov remap --db run.db --openapi swagger.json
+    """
+    db = open_store(db_path)
+    try:
+        if source is not None:
+            catalogue = load_source(source, kubeconfig, context)
+            save_catalogue(db, catalogue, load_eligibility(ineligible_file, pending_file))
+        else:
+            catalogue = stored_catalogue(db)
+        if run is not None:
+            run = choose_run(db, run)
+        columns = (TextColumn("remapping"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("remap", total=None)
+            result = remap(
+                db, Matcher(catalogue), run, lambda done, total: progress.update(task, completed=done, total=total)
+            )
+    finally:
+        db.conn.close()
+    click.echo(
+        f"{result.events} events against {catalogue.source}: {result.matched} matched, {result.unmatched} unmatched, "
+        f"{result.changed} changed"
+    )
+
+
+@click.command("report")
+@db_option
+@run_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "apisnoop"]),
+    default="text",
+    show_default=True,
+    help="text: tables; json: per test, its endpoints and how they were hit; apisnoop: APISnoop's coverage JSON.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
+@click.option("--untested", is_flag=True, help="text: also list the eligible endpoints no conformance test hit.")
+@click.option("--release", default=None, help="apisnoop: the release (default: from the e2e.test user agents).")
+@click.option("--conformance", "conformance_file", type=_FILE, help="apisnoop: conformance.yaml (default: shipped).")
+def report_command(
+    db_path: str,
+    run: str | None,
+    output_format: str,
+    output: Path | None,
+    untested: bool,
+    release: str | None,
+    conformance_file: Path | None,
+) -> None:
+    """Report a run's endpoint coverage: which endpoints its tests hit, and which they did not.
+
+    The apisnoop format counts direct hits by e2e.test user agents only, as APISnoop does; json adds the hits a
+    test caused through other clients (namespace ownership, marker windows).
+
+    Example: auditcov report --db run.db --run e2e-1 --format apisnoop -o 1.36.0.json
+    """
+    db = open_store_readonly(db_path)
+    try:
+        coverage = endpoint_coverage(db, choose_run(db, run))
+    finally:
+        db.conn.close()
+    if output_format == "text":
+        console = Console(file=output.open("w") if output else None, width=160 if output else None)
+        render_endpoint_coverage(console, coverage, untested=untested)
+        return
+    if output_format == "json":
+        document = endpoint_report(coverage)
+    else:
+        document = apisnoop_report(coverage, load_conformance_tests(conformance_file), release)
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    if output is None:
+        click.echo(data.decode(), nl=False)
+    else:
+        output.write_bytes(data)
