@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from merge.decode import Malformed
 from merge.errors import BadBodyError
@@ -133,3 +135,57 @@ def test_gke_records_are_quarantined_raw_with_the_reason():
     (gke,) = bad(entries)
     assert gke.reason == f"{AUDIT / 'elastic/test-audit.log'}:4: {GKE_REASON}"
     assert orjson.loads(gke.raw)["protoPayload"]["methodName"] == "io.k8s.get"
+
+
+DEMO_EVENTS = [orjson.loads(line) for line in (AUDIT / "audit2rbac/demo.log").read_bytes().splitlines()]
+# Lines that are neither JSON nor blank, nor look like the start of a JSON document.
+GARBAGE = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1).filter(
+    lambda text: text.strip() and not text.strip().startswith(("{", "[")) and not _is_json(text)
+)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picks=st.lists(st.sampled_from(range(len(DEMO_EVENTS))), min_size=1, max_size=20),
+    shape=st.sampled_from(["lines", "event-list", "pretty-event-list", "array"]),
+    compress=st.booleans(),
+)
+def test_any_shape_reads_back_the_same_events_in_order(tmp_path, picks, shape, compress):
+    events = [DEMO_EVENTS[pick] for pick in picks]
+    if shape == "lines":
+        data = b"".join(orjson.dumps(event) + b"\n" for event in events)
+    elif shape == "array":
+        data = orjson.dumps(events)
+    else:
+        document = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": events}
+        data = orjson.dumps(document, option=orjson.OPT_INDENT_2 if shape.startswith("pretty") else 0)
+    path = tmp_path / f"events-{shape}-{compress}"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    assert [entry.item for entry in AuditFile(path)] == events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(st.sampled_from(range(len(DEMO_EVENTS))), GARBAGE), min_size=1, max_size=15))
+def test_garbage_lines_are_kept_with_their_line_numbers_between_the_events(tmp_path, lines):
+    path = tmp_path / "mixed.log"
+    encoded = [orjson.dumps(DEMO_EVENTS[line]) if isinstance(line, int) else line.encode() for line in lines]
+    path.write_bytes(b"".join(line + b"\n" for line in encoded))
+    if not any(isinstance(line, int) for line in lines):
+        with pytest.raises(BadBodyError, match="not audit data"):
+            read(path)
+        return
+    entries = read(path)
+    assert [entry.origin for entry in entries] == [f"{path}:{number}" for number in range(1, len(lines) + 1)]
+    for entry, line in zip(entries, lines, strict=True):
+        if isinstance(line, int):
+            assert entry.item == DEMO_EVENTS[line]
+        else:
+            assert isinstance(entry.item, Malformed) and entry.item.raw == line
