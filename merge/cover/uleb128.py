@@ -11,6 +11,7 @@ longer values go through Python, through a memo of their encodings (the same lin
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 from merge.cover.model import CoverageError
 
@@ -18,16 +19,16 @@ from merge.cover.model import CoverageError
 _MULTI_BYTE = re.compile(rb"([\x80-\xff]+[\x00-\x7f])")
 
 
-class _Memo(dict[bytes, int]):
-    """Encoding -> value, filled on first sight; only two-byte encodings are kept, so it stays small."""
+class _Memo(dict[bytes, tuple[int]]):
+    """Encoding -> (value,), filled on first sight; only two-byte encodings are kept, so it stays small."""
 
-    def __missing__(self, encoded: bytes) -> int:
+    def __missing__(self, encoded: bytes) -> tuple[int]:
         value = 0
         for shift, byte in enumerate(encoded):
             value |= (byte & 0x7F) << (7 * shift)
         if len(encoded) == 2:
-            self[encoded] = value
-        return value
+            self[encoded] = (value,)
+        return (value,)
 
 
 _values = _Memo()
@@ -38,18 +39,11 @@ def decode_run(data: bytes | memoryview, start: int = 0, end: int | None = None,
     chunk = bytes(data[start:end])
     if chunk and chunk[-1] & 0x80:
         raise CoverageError(f"{where or 'ULEB128 data'}: ends inside a value at byte {start + len(chunk)}")
-    if chunk.isascii():
-        return list(chunk)
-    parts = _MULTI_BYTE.split(chunk)
     # `split` alternates runs of one-byte values with single multi-byte values: run, multi, run, ..., run.
-    values = list(parts[0])
-    append, extend, lookup = values.append, values.extend, _values.__getitem__
-    rest = iter(parts)
-    next(rest)
-    for multi, run in zip(rest, rest, strict=True):
-        append(lookup(multi))
-        extend(run)
-    return values
+    # Each multi becomes a 1-tuple; then every part iterates to its values, and `chain` flattens them in C.
+    parts = _MULTI_BYTE.split(chunk)
+    parts[1::2] = map(_values.__getitem__, parts[1::2])
+    return list(chain.from_iterable(parts))
 
 
 def decode_one(data: bytes | memoryview, offset: int, *, where: str = "") -> tuple[int, int]:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from merge.events import format_time, parse_time
 from sink.commands import LazyGroup, db_option, run_option
 
-# `textfmt` and `percent` must start fast, so the store, rich and the readers are imported inside the commands
-# that use them.
+# `textfmt` and `percent` must start fast, so the store, rich, the event model and the readers are imported
+# inside the commands that use them.
 GO_TOOLS = {"textfmt": "sink.commands.gocover:textfmt_command", "percent": "sink.commands.gocover:percent_command"}
 
 
@@ -21,6 +20,8 @@ def cover() -> None:
 
 
 def _moment(_ctx, _param, value: str | None) -> int | None:
+    from merge.events import parse_time
+
     if value is None:
         return None
     try:
@@ -44,6 +45,7 @@ def import_command(db_path: str, run: str, source: Path, process: str | None, at
     Example: auditcov cover import --run e2e-1 --process kube-apiserver --at 2026-01-31T12:00:00Z snaps/0001
     """
     from merge.cover.importer import import_coverage
+    from merge.events import format_time
     from merge.store import open_store
 
     db = open_store(db_path)
