@@ -102,8 +102,15 @@ class AuditFile:
             raise BadBodyError(f"{self.path}: not audit data: the content is binary, not JSON text")
         if _parses(line) or not line.lstrip().startswith((b"{", b"[")):
             yield from self._json_lines(first, lines)
+            return
+        # A first line that opens JSON without closing it: a pretty-printed document, unless the next line is
+        # JSON on its own (JSON lines whose first line was cut short).
+        second = next(((number, line) for number, line in lines if line.strip()), None)
+        if second is not None and _parses(second[1]):
+            yield from self._json_lines(first, itertools.chain([second], lines))
         else:
-            yield from self._document(line + b"".join(rest for _, rest in lines))
+            rest = b"".join(rest for _, rest in lines)
+            yield from self._document(line + (second[1] if second else b"") + rest)
 
     def _document(self, data: bytes) -> Iterator[FileItem]:
         origin = str(self.path)

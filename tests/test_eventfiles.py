@@ -189,3 +189,13 @@ def test_garbage_lines_are_kept_with_their_line_numbers_between_the_events(tmp_p
             assert entry.item == DEMO_EVENTS[line]
         else:
             assert isinstance(entry.item, Malformed) and entry.item.raw == line
+
+
+def test_json_lines_whose_first_line_was_cut_short_are_still_read_line_by_line(tmp_path):
+    lines = (AUDIT / "audit2rbac/demo.log").read_bytes().splitlines()
+    path = tmp_path / "rotated.log"
+    path.write_bytes(b"\n".join([b'{"kind":"Event","audi', *lines[1:]]))
+    entries = read(path)
+    assert [entry.origin for entry in entries] == [f"{path}:{number}" for number in range(1, 38)]
+    assert entries[0].item.raw == '{"kind":"Event","audi'
+    assert good(entries) == DEMO_EVENTS[1:]
