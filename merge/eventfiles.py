@@ -5,7 +5,9 @@
 `merge.decode` (EventList, single Event, JSON array, JSON lines) and are told apart by `decode_items`:
 - a file whose first line is JSON on its own is read as JSON lines, streamed, one line at a time (audit logs
   run to gigabytes); each line may itself be an Event or an EventList;
-- otherwise it is one JSON document (pretty-printed, as the falco fixtures are) and is read whole.
+- a file whose first line opens JSON without closing it is one JSON document (pretty-printed) and is read
+  whole, unless its second line is JSON on its own: then it is JSON lines whose first line was cut short;
+- any other file is read as JSON lines too, so that its good lines are kept beside its bad ones.
 
 Items are not validated here: the ingest core does that and quarantines the bad ones. What cannot be an item at
 all becomes a `merge.decode.Malformed` carrying its raw text and a reason that names the file and line, so it is
