@@ -2,7 +2,8 @@
 
 `AuditFile(path)` reads one file, plain or gzip-compressed (told by its content, not its name: `.log`, `.json`,
 `.jsonl`, `.gz` all work), and yields `FileItem(origin, item)` for every item in it. The shapes are those of
-`merge.decode` (EventList, single Event, JSON array, JSON lines) and are told apart by `decode_items`:
+`merge.decode` (EventList, single Event, JSON array, JSON lines), told apart by its `decode_items`; how a file
+is laid out is told from its first lines:
 - a file whose first line is JSON on its own is read as JSON lines, streamed, one line at a time (audit logs
   run to gigabytes); each line may itself be an Event or an EventList;
 - a file whose first line opens JSON without closing it is one JSON document (pretty-printed) and is read
