@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 
 from merge.openapi.catalogue import Endpoint
 from merge.openapi.matcher import GREEDY_PARAMETER
@@ -40,10 +41,13 @@ def random_name(rng: random.Random) -> str:
     return f"{rng.choice(_WORDS)}-{rng.randrange(1000, 9999)}-{suffix}"
 
 
-def fill_template(path: str, rng: random.Random) -> str:
-    """The template with each `{param}` replaced by a name; a `{path}` tail becomes several segments."""
+def fill_template(path: str, rng: random.Random, fixed: Mapping[str, str] | None = None) -> str:
+    """The template with each `{param}` replaced by a name (by `fixed[param]` when given there); a `{path}`
+    tail becomes several segments."""
 
     def value(match: re.Match) -> str:
+        if fixed and match.group(1) in fixed:
+            return fixed[match.group(1)]
         if match.group(0) == GREEDY_PARAMETER:
             return "/".join(random_name(rng) for _ in range(rng.randint(1, 3)))
         return random_name(rng)
@@ -51,9 +55,11 @@ def fill_template(path: str, rng: random.Random) -> str:
     return _PARAMETER.sub(value, path).rstrip("/") or "/"
 
 
-def requests_for(endpoint: Endpoint, rng: random.Random) -> list[tuple[str, str]]:
-    """Every (verb, requestURI) form a client may use for this endpoint."""
-    uri = fill_template(endpoint.path, rng)
+def requests_for(
+    endpoint: Endpoint, rng: random.Random, fixed: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Every (verb, requestURI) form a client may use for this endpoint (`fixed` as for `fill_template`)."""
+    uri = fill_template(endpoint.path, rng, fixed)
     if endpoint.action in _ACTION_VERBS:
         forms = []
         for verb in _ACTION_VERBS[endpoint.action]:

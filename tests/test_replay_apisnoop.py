@@ -1,0 +1,186 @@
+"""Acceptance: APISnoop's published 1.36.0 coverage, replayed through the real sink, comes back out unchanged.
+
+For every endpoint of tests/fixtures/apisnoop/1.36.0.json and every test in its `tests[]`, audit events are
+made (concrete URIs from the path template, with the test's own namespace and realistic names, in every form
+the action allows: list and watch, GET and POST connect, HEAD and OPTIONS proxy, multi-segment proxy paths),
+each with that test's e2e user agent. Noise is added: kubelet and controller traffic in kube-system and in the
+tests' namespaces (also on endpoints no test hit), e2e.test clients without test text (APISnoop's `""` test),
+CRD and health-check requests that match nothing. All of it goes to a sink started with `openapi` = the 1.36
+spec, over HTTP on loopback, in EventLists of 400; then `auditcov report --format apisnoop` must give
+APISnoop's tested / conf_tested / tests for every endpoint.
+
+APISnoop also lists null (hits by other clients) and "" (e2e.test clients with no test text) in `tests`;
+auditcov lists only named tests, so those two are dropped from APISnoop's lists before comparing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+import uuid
+
+import aiohttp
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from merge.events import format_time
+from merge.openapi.catalogue import load_catalogue
+from merge.openapi.synth import random_name, requests_for
+from sink.cli import cli
+from sink.server import start_sink
+from sink.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+RUN = "e2e-1.36.0"
+E2E_AGENT = "e2e.test/v1.36.0 (linux/amd64) kubernetes/abc1234"
+KUBELET_AGENT = "kubelet/v1.36.0 (linux/amd64) kubernetes/abc1234"
+CONTROLLER_AGENT = (
+    "kube-controller-manager/v1.36.0 (linux/amd64) kubernetes/abc1234/system:serviceaccount:kube-system:{}"
+)
+BATCH = 400
+START_US = 1_776_668_876_000_000  # 2026-04-20T06:47:56Z, APISnoop's release_date for 1.36.0
+
+
+@pytest.fixture(scope="module")
+def apisnoop(fixtures) -> dict:
+    with gzip.open(fixtures / "apisnoop/1.36.0.json.gz") as stream:
+        return json.load(stream)
+
+
+class EventMaker:
+    """Audit events (audit.k8s.io/v1, Metadata level) with increasing timestamps."""
+
+    def __init__(self) -> None:
+        self.clock = itertools.count(START_US, 1_000)
+        self.rng = random.Random(1360)
+
+    def event(self, verb: str, uri: str, agent: str, *, namespace: str | None = None, **object_ref) -> dict:
+        moment = format_time(next(self.clock))
+        if namespace:
+            object_ref["namespace"] = namespace
+        return {
+            "level": "Metadata",
+            "auditID": str(uuid.UUID(int=self.rng.getrandbits(128))),
+            "stage": "ResponseComplete",
+            "requestURI": uri,
+            "verb": verb,
+            "user": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "sourceIPs": ["172.18.0.1"],
+            "userAgent": agent,
+            "objectRef": object_ref,
+            "responseStatus": {"metadata": {}, "code": 200},
+            "requestReceivedTimestamp": moment,
+            "stageTimestamp": moment,
+        }
+
+
+def synthesise(apisnoop: dict, catalogue) -> tuple[list[dict], int]:
+    """The events, and how many (endpoint, named test) pairs they cover."""
+    maker = EventMaker()
+    rng = maker.rng
+    tests = sorted({t for row in apisnoop["endpoints"] for t in row["tests"] if t})
+    namespace_of = {test: f"{random_name(rng).split('-')[0]}-{index}" for index, test in enumerate(tests)}
+    events: list[dict] = []
+    # Each test first creates its namespace, as the e2e framework does: the sink notes who owns it.
+    for test, namespace in namespace_of.items():
+        events.append(
+            maker.event("create", "/api/v1/namespaces", f"{E2E_AGENT} -- {test}", resource="namespaces", name=namespace)
+        )
+    pairs = 0
+    untested = []
+    for row in apisnoop["endpoints"]:
+        endpoint = catalogue.endpoints[row["endpoint"]]
+        named = [t for t in row["tests"] if t]
+        if not named:
+            untested.append(endpoint)
+        for test in named:
+            pairs += 1
+            for verb, uri in requests_for(endpoint, rng, {"namespace": namespace_of[test]}):
+                events.append(maker.event(verb, uri, f"{E2E_AGENT} -- {test}", namespace=namespace_of[test]))
+        if "" in row["tests"]:  # an e2e.test client whose agent carries no test text
+            for verb, uri in requests_for(endpoint, rng):
+                events.append(maker.event(verb, uri, E2E_AGENT))
+        if None in row["tests"]:  # other clients hit it too: kubelets and controllers in kube-system
+            for verb, uri in requests_for(endpoint, rng, {"namespace": "kube-system"}):
+                events.append(maker.event(verb, uri, KUBELET_AGENT, namespace="kube-system"))
+    # Controllers acting inside the tests' namespaces on endpoints no test hit: indirect hits, which the
+    # apisnoop format must not count.
+    for endpoint in untested:
+        if "{namespace}" in endpoint.path:
+            test = rng.choice(tests)
+            for verb, uri in requests_for(endpoint, rng, {"namespace": namespace_of[test]}):
+                agent = CONTROLLER_AGENT.format("namespace-controller")
+                events.append(maker.event(verb, uri, agent, namespace=namespace_of[test]))
+    # Requests that match nothing, from tests and from others.
+    some_test = tests[0]
+    for verb, uri, agent in [
+        ("list", "/apis/stable.example.com/v1/namespaces/x/crontabs", f"{E2E_AGENT} -- {some_test}"),
+        ("get", "/apis/metrics.k8s.io/v1beta1/nodes", CONTROLLER_AGENT.format("horizontal-pod-autoscaler")),
+        ("get", "/healthz", KUBELET_AGENT),
+        ("get", "/readyz?verbose", KUBELET_AGENT),
+    ]:
+        events.append(maker.event(verb, uri, agent))
+    rng.shuffle(events)  # batches arrive interleaved and out of order
+    return events, pairs
+
+
+async def test_apisnoop_1_36_replayed_through_the_sink(fixtures, tmp_path, apisnoop):
+    spec = fixtures / "openapi/swagger-v1.36.json.gz"
+    catalogue = load_catalogue(spec)
+    events, pairs = synthesise(apisnoop, catalogue)
+    assert pairs == 17_699
+
+    db = tmp_path / "sink.db"
+    sink = await start_sink(Settings(listen="127.0.0.1:0", db=str(db), openapi=str(spec)))
+    try:
+        stored = 0
+        async with aiohttp.ClientSession() as session:
+            for start in range(0, len(events), BATCH):
+                body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}}
+                body["items"] = events[start : start + BATCH]
+                async with session.post(f"{sink.url}/v1/audit/{RUN}?timeout=30s", data=orjson.dumps(body),
+                                        headers={"Content-Type": "application/json"}) as response:  # fmt: skip
+                    assert response.status == 200, await response.text()
+                    stored += (await response.json())["accepted"]
+    finally:
+        await sink.stop()
+    assert stored == len(events)
+
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--run", RUN, "--format", "apisnoop", "-o",
+                                      str(tmp_path / "1.36.0.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ours = orjson.loads((tmp_path / "1.36.0.json").read_bytes())
+
+    theirs = {row["endpoint"]: row for row in apisnoop["endpoints"]}
+    mine = {row["endpoint"]: row for row in ours["endpoints"]}
+    assert set(mine) == set(theirs)
+    wrong = []
+    for operation_id, row in theirs.items():
+        expected = (row["tested"], row["conf_tested"], sorted(t for t in row["tests"] if t))
+        got = (mine[operation_id]["tested"], mine[operation_id]["conf_tested"], mine[operation_id]["tests"])
+        if got != expected:
+            wrong.append((operation_id, expected, got))
+    assert wrong == []
+    assert sum(len(row["tests"]) for row in ours["endpoints"]) == 17_699
+    assert ours["tested endpoints"] == apisnoop["tested endpoints"] == 591
+    assert ours["total endpoints"] == 908
+    assert ours["release"] == "1.36.0"
+    their_tests = {t["test"]: t["conformance_test"] for t in apisnoop["tests"] if t["test"]}
+    assert {t["test"]: t["conformance_test"] for t in ours["tests"]} == their_tests
+    for field in ("kind", "path", "group", "version", "action", "category", "description"):
+        assert {op: r[field] for op, r in mine.items()} == {op: r[field] for op, r in theirs.items()}, field
+
+    # auditcov's own json report does see what controllers did inside the tests' namespaces.
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--run", RUN, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output)
+    assert report["totals"]["tested_directly"] == 591
+    assert report["totals"]["tested_including_indirect"] > 591
+    assert report["unmatched"] == {
+        "not in spec: API group/version not in the catalogue (a CRD or an aggregated API)": 2,
+        "not in spec: non-resource URL not in the catalogue": 2,
+    }
