@@ -241,3 +241,53 @@ def test_a_directory_with_two_snapshots_is_refused(snapshots, tmp_path):
     result = CliRunner().invoke(cli, ["cover", "import", "--db", str(tmp_path / "s.db"), "--run", "r", str(mixed)])
     assert result.exit_code == 1
     assert "exactly one covcounters file; found 2" in result.output and str(mixed) in result.output
+
+
+def test_auditcov_report_json_has_endpoints_and_lines_side_by_side(snapshots, tmp_path, fixtures):
+    """Events from each test's e2e client cut its window; `auditcov report --format json` joins both halves."""
+    db_path, events = str(tmp_path / "store.db"), tmp_path / "audit.jsonl"
+    resources = {"test-alpha": "pods", "test-beta": "configmaps", "test-gamma": "secrets"}
+    operations = {"pods": "Pod", "configmaps": "ConfigMap", "secrets": "Secret"}
+    lines = []
+    for i, (test, _) in enumerate(PATHS):
+        for n, offset in enumerate((SECOND // 10, 9 * SECOND // 10)):  # inside [i s, (i + 1) s]
+            moment = format_time(BASE_US + i * SECOND + offset)
+            lines.append(
+                {
+                    "kind": "Event",
+                    "apiVersion": "audit.k8s.io/v1",
+                    "level": "Metadata",
+                    "auditID": f"{test}-{n}",
+                    "stage": "ResponseComplete",
+                    "verb": "list",
+                    "requestURI": f"/api/v1/{resources[test]}",
+                    "userAgent": f"e2e.test/v1.36.0 (linux/amd64) kubernetes/abc1234 -- {test}",
+                    "user": {"username": "admin"},
+                    "objectRef": {"resource": resources[test], "apiVersion": "v1"},
+                    "responseStatus": {"code": 200},
+                    "requestReceivedTimestamp": moment,
+                    "stageTimestamp": moment,
+                }
+            )
+    events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    runner = CliRunner()
+    spec = str(fixtures / "openapi" / "swagger-v1.36.json.gz")
+    for command in (
+        ["import", "--db", db_path, "--run", "r", str(events)],
+        ["remap", "--db", db_path, "--run", "r", "--openapi", spec],
+    ):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 0, result.output
+    _import(Path(db_path), "r", snapshots["atomic"], "covsample")
+    result = runner.invoke(cli, ["report", "--db", db_path, "--run", "r", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output)
+    by_test = {entry["test"]: entry for entry in report["tests"]}
+    assert set(by_test) == set(resources)
+    for test, resource in resources.items():
+        entry = by_test[test]
+        assert list(entry["endpoints"]) == [f"listCoreV1{operations[resource]}ForAllNamespaces"]
+        assert entry["code"]["window"]["from"] == "events" and not entry["code"]["problems"]
+        path_file = f"{test.removeprefix('test-')}.go"
+        assert [Path(file).name for file in entry["code"]["files"] if not file.endswith("main.go")] == [path_file]
+    assert report["code_totals"]["tests"] == 3

@@ -66,3 +66,20 @@ def totals(results: list[PerTestCoverage]) -> dict[str, int]:
         "files": len(union),
         "lines_covered": sum(len(numbers) for numbers in union.values()),
     }
+
+
+def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) -> None:
+    """Put each test's code coverage beside its endpoints in an `auditcov report --format json` document.
+
+    Every test entry gets `code` (as in `lines_of_test_json`, or None when no snapshot or context covers it); a
+    test with code coverage but no endpoints (a Python unit test) gets an entry with no endpoints; the document
+    gets `code_totals` (as `totals`).
+    """
+    code = {result.test: result for result in results}
+    entries = document["tests"]
+    for entry in entries:
+        result = code.pop(entry["test"], None)
+        entry["code"] = None if result is None else lines_of_test_json(result)
+    for test, result in sorted(code.items()):
+        entries.append({"test": test, "conformance": False, "endpoints": {}, "code": lines_of_test_json(result)})
+    document["code_totals"] = totals(results)

@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from merge.cover.pertest import per_test_coverage
 from merge.openapi.eligibility import load_conformance_tests, load_eligibility
 from merge.openapi.live import load_source
 from merge.openapi.matcher import Matcher
 from merge.openapi.stored import remap, save_catalogue, stored_catalogue
 from merge.reports.apisnoop import apisnoop_report
+from merge.reports.coverjson import add_code_to_endpoint_report
 from merge.reports.endpointcov import endpoint_coverage
 from merge.reports.endpointjson import endpoint_report
 from merge.reports.endpointtable import render_endpoint_coverage
@@ -83,7 +85,8 @@ def spec_command(
     console.print(
         f"{summary['source']}: {summary['endpoints']} operations, {summary['deprecated']} deprecated; "
         f"{summary['eligible']} eligible for conformance ({summary['pending']} of them pending). "
-        "Not deprecated:"
+        "Not deprecated:",
+        soft_wrap=True,
     )
     for title, key in (("level", "by_level"), ("group", "by_group"), ("action", "by_action")):
         table = Table(title=f"by {title}")
@@ -148,7 +151,8 @@ def remap_command(
     type=click.Choice(["text", "json", "apisnoop"]),
     default="text",
     show_default=True,
-    help="text: tables; json: per test, its endpoints and how they were hit; apisnoop: APISnoop's coverage JSON.",
+    help="text: tables; json: per test, its endpoints (and how they were hit) and its code lines; "
+    "apisnoop: APISnoop's coverage JSON.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
 @click.option("--untested", is_flag=True, help="text: also list the eligible endpoints no conformance test hit.")
@@ -172,7 +176,9 @@ def report_command(
     """
     db = open_store_readonly(db_path)
     try:
-        coverage = endpoint_coverage(db, choose_run(db, run))
+        run = choose_run(db, run)
+        coverage = endpoint_coverage(db, run)
+        code = per_test_coverage(db, run) if output_format == "json" else []
     finally:
         db.conn.close()
     if output_format == "text":
@@ -181,6 +187,7 @@ def report_command(
         return
     if output_format == "json":
         document = endpoint_report(coverage)
+        add_code_to_endpoint_report(document, code)
     else:
         document = apisnoop_report(coverage, load_conformance_tests(conformance_file), release)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
