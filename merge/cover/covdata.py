@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple
 
 from merge.cover.model import Block, CoverageError, Profile
 from merge.cover.uleb128 import decode_one, decode_run
@@ -56,18 +57,13 @@ _META_NAME = re.compile(r"covmeta\.(\S+)")
 _COUNTER_NAME = re.compile(r"covcounters\.(\S+)\.(\d+)\.(\d+)")
 
 
-@dataclass(frozen=True, slots=True)
-class Function:
-    """One instrumented function: its blocks as a flat list, five numbers each (see `units`)."""
+class Function(NamedTuple):
+    """One instrumented function; its blocks are `MetaFile.units[5 * first_block :]`, `block_count` of them."""
 
     name: str
     file: str
-    #: start line, start column, end line, end column, statements; then the next block.
-    units: list[int]
-
-    @property
-    def block_count(self) -> int:
-        return len(self.units) // 5
+    first_block: int
+    block_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +72,20 @@ class Package:
     name: str
     module: str
     functions: list[Function]
+    files: list[str]
 
 
 @dataclass(frozen=True, slots=True)
 class MetaFile:
-    """What one program can cover."""
+    """What one program can cover. Its blocks are kept flat, in file order, for speed (10^4-10^6 of them)."""
 
     hash: bytes
     mode: str
     packages: list[Package]
+    #: start line, start column, end line, end column, statements; then the next block.
+    units: list[int]
+    #: the source file of each block.
+    block_files: list[str]
 
 
 #: (package index, function index) -> counters, one per block of that function.
@@ -156,15 +157,16 @@ def parse_meta(data: bytes, *, where: str) -> MetaFile:
     if granularity != PER_BLOCK_GRANULARITY:
         raise CoverageError(f"{where}: counter granularity {granularity} is not per-block, which this reader needs")
     tables = struct.unpack_from(f"<{2 * count}Q", data, _META_HEADER.size)
-    packages = []
+    meta = MetaFile(file_hash, COUNTER_MODES[mode], [], [], [])
     for index, (offset, length) in enumerate(zip(tables[:count], tables[count:], strict=True)):
         if offset + length > total_length:
             raise CoverageError(f"{where}: package {index} lies outside the file")
-        packages.append(_parse_package(data, offset, length, where=f"{where}: package {index}"))
-    return MetaFile(file_hash, COUNTER_MODES[mode], packages)
+        meta.packages.append(_parse_package(data, offset, length, meta, where=f"{where}: package {index}"))
+    return meta
 
 
-def _parse_package(data: bytes, base: int, length: int, *, where: str) -> Package:
+def _parse_package(data: bytes, base: int, length: int, meta: MetaFile, *, where: str) -> Package:
+    """Decode one package blob, appending its blocks to `meta.units` and `meta.block_files`."""
     end = base + length
     _, name_at, path_at, module_at, _, _, function_count = _PACKAGE_HEADER.unpack_from(data, base)
     offsets_at = base + _PACKAGE_HEADER.size
@@ -175,23 +177,27 @@ def _parse_package(data: bytes, base: int, length: int, *, where: str) -> Packag
     except IndexError:
         raise CoverageError(f"{where}: package name refers past the string table") from None
     if not function_count:
-        return Package(path, name, module, [])
+        return Package(path, name, module, [], [])
     # Go writes the functions back to back after the string table: decode them in one run, then walk it.
     if base + function_offsets[0] != strings_end:
         raise CoverageError(f"{where}: first function at {function_offsets[0]}, not after the string table")
     values = decode_run(data, strings_end, end, where=where)
     functions = []
+    units, block_files = meta.units, meta.block_files
     at = 0
     try:
         for _ in range(function_count):
-            units_end = at + 3 + 5 * values[at]
-            functions.append(Function(strings[values[at + 1]], strings[values[at + 2]], values[at + 3 : units_end]))
+            size, file = values[at], strings[values[at + 2]]
+            functions.append(Function(strings[values[at + 1]], file, len(block_files), size))
+            units_end = at + 3 + 5 * size
+            units += values[at + 3 : units_end]
+            block_files += repeat(file, size)
             at = units_end + 1  # past the literal flag
     except IndexError:
         raise CoverageError(f"{where}: function {len(functions)} runs past the package or its string table") from None
-    if at != len(values):
-        raise CoverageError(f"{where}: {len(values) - at} values after the last function")
-    return Package(path, name, module, functions)
+    if at != len(values) or len(units) != 5 * len(block_files):
+        raise CoverageError(f"{where}: the functions do not fill the package ({len(values) - at} values left)")
+    return Package(path, name, module, functions, list(dict.fromkeys(f.file for f in functions)))
 
 
 def _parse_strings(data: bytes, offset: int, end: int, *, where: str) -> tuple[list[str], int]:
@@ -292,14 +298,12 @@ def _merge_one(into: Counters, key: tuple[int, int], values: list[int], mode: st
 
 def add_to_profile(profile: Profile, meta: MetaFile, counters: Counters, *, where: str) -> None:
     """Add every block of `meta` to `profile`, with its count from `counters` (0 for functions that never ran)."""
-    blocks: list[Block] = []
-    statements: list[int] = []
-    counts: list[int] = []
-    for package_index, package in enumerate(meta.packages):
-        for function_index, function in enumerate(package.functions):
-            profile.packages[function.file] = package.path
-            units, size = function.units, function.block_count
-            blocks.extend(map(Block, repeat(function.file, size), units[0::5], units[1::5], units[2::5], units[3::5]))
-            statements.extend(units[4::5])
-            counts.extend(counters.get((package_index, function_index)) or repeat(0, size))
-    profile.add_all(blocks, statements, counts, where=where)
+    counts = [0] * len(meta.block_files)
+    for (package, function), ran in counters.items():
+        first = meta.packages[package].functions[function].first_block
+        counts[first : first + len(ran)] = ran
+    for package in meta.packages:
+        profile.packages.update(dict.fromkeys(package.files, package.path))
+    units = meta.units
+    blocks = list(map(Block, meta.block_files, units[0::5], units[1::5], units[2::5], units[3::5]))
+    profile.add_all(blocks, units[4::5], counts, where=where)
