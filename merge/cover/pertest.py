@@ -107,7 +107,7 @@ class _Deltas:
             self._by_process.setdefault(snapshot.process, []).append(snapshot)
         self._times = {process: [s.at_us for s in items] for process, items in self._by_process.items()}
         # Neighbouring windows share edge snapshots; a few decoded ones cover a run in window order.
-        self._counters = lru_cache(maxsize=4)(lambda snapshot: load_counters(db, snapshot))
+        self._counters = lru_cache(maxsize=8)(lambda snapshot: load_counters(db, snapshot))
         self._layout = lru_cache(maxsize=2)(lambda layout_hash: load_layout(db, layout_hash))
 
     def add_window(self, result: PerTestCoverage) -> None:

@@ -55,11 +55,12 @@ class Layout:
 
 def _encode_layout(profile: Profile) -> tuple[list[Block], bytes]:
     blocks = sorted(profile.statements)
-    files = sorted({block.file for block in blocks})
+    file_of = itemgetter(0)
+    files = sorted(set(map(file_of, blocks)))
     index = {file: number for number, file in enumerate(files)}
-    # Column by column: map/itemgetter run in C, several times faster than a list per block.
+    # Column by column, with map/itemgetter running in C: several times faster than a list per block.
     columns = [
-        [index[block.file] for block in blocks],
+        list(map(index.__getitem__, map(file_of, blocks))),
         *(list(map(itemgetter(field), blocks)) for field in range(1, 5)),
         list(map(profile.statements.__getitem__, blocks)),
     ]
