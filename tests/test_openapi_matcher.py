@@ -15,12 +15,14 @@ from merge.decode import Malformed
 from merge.eventfiles import AuditFile
 from merge.events import event_from_json
 from merge.openapi.catalogue import load_catalogue
-from merge.openapi.matcher import CACHE_LIMIT, Matcher
+from merge.openapi.matcher import (
+    CACHE_LIMIT,
+    UNKNOWN_GROUP_VERSION,
+    UNKNOWN_NON_RESOURCE,
+    UNKNOWN_RESOURCE,
+    Matcher,
+)
 from merge.openapi.synth import requests_for
-
-NOT_IN_GROUP = "not in spec: API group/version not in the catalogue (a CRD or an aggregated API)"
-NOT_A_RESOURCE = "not in spec: no path template matches (a resource or subresource the catalogue lacks)"
-NON_RESOURCE = "not in spec: non-resource URL not in the catalogue"
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +107,15 @@ def test_rules(matcher, verb, uri, expected):
 @pytest.mark.parametrize(
     ("verb", "uri", "reason"),
     [
-        ("list", "/apis/stable.example.com/v1/namespaces/ns-1/crontabs", NOT_IN_GROUP),  # a CRD
-        ("get", "/apis/metrics.k8s.io/v1beta1/nodes", NOT_IN_GROUP),  # an aggregated API
-        ("get", "/apis/apps/v9", NOT_IN_GROUP),
-        ("get", "/apis/apps/v1/widgets", NOT_A_RESOURCE),
-        ("get", "/api/v1/namespaces/ns-1/widgets", NOT_A_RESOURCE),
-        ("get", "/healthz", NON_RESOURCE),
-        ("get", "/metrics", NON_RESOURCE),
-        ("get", "/openapi/v2", NON_RESOURCE),
-        ("get", "/", NON_RESOURCE),
+        ("list", "/apis/stable.example.com/v1/namespaces/ns-1/crontabs", UNKNOWN_GROUP_VERSION),  # a CRD
+        ("get", "/apis/metrics.k8s.io/v1beta1/nodes", UNKNOWN_GROUP_VERSION),  # an aggregated API
+        ("get", "/apis/apps/v9", UNKNOWN_GROUP_VERSION),
+        ("get", "/apis/apps/v1/widgets", UNKNOWN_RESOURCE),
+        ("get", "/api/v1/namespaces/ns-1/widgets", UNKNOWN_RESOURCE),
+        ("get", "/healthz", UNKNOWN_NON_RESOURCE),
+        ("get", "/metrics", UNKNOWN_NON_RESOURCE),
+        ("get", "/openapi/v2", UNKNOWN_NON_RESOURCE),
+        ("get", "/", UNKNOWN_NON_RESOURCE),
         ("proxy", "/api/v1/proxy/namespaces/ns-1/pods/web-1", "verb 'proxy' has no HTTP method"),
         (
             "create",
@@ -179,7 +181,7 @@ REAL_EVENTS = {
         "listCoreV1Node",
         "listCoreV1NamespacedServiceAccount",
         "listCoreV1NamespacedSecret",
-        NON_RESOURCE,  # GET /openapi/v2
+        UNKNOWN_NON_RESOURCE,  # GET /openapi/v2
         "listExtensionsV1beta1NamespacedDeployment",
     ],
     "audit2rbac/demo.log": [

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from merge.events import format_time
 from merge.openapi.catalogue import load_catalogue
+from merge.openapi.matcher import UNKNOWN_GROUP_VERSION, UNKNOWN_NON_RESOURCE
 from merge.openapi.synth import random_name, requests_for
 from sink.cli import cli
 from sink.server import start_sink
@@ -181,6 +182,6 @@ async def test_apisnoop_1_36_replayed_through_the_sink(fixtures, tmp_path, apisn
     assert report["totals"]["tested_directly"] == 591
     assert report["totals"]["tested_including_indirect"] > 591
     assert report["unmatched"] == {
-        "not in spec: API group/version not in the catalogue (a CRD or an aggregated API)": 2,
-        "not in spec: non-resource URL not in the catalogue": 2,
+        UNKNOWN_GROUP_VERSION: 2,
+        UNKNOWN_NON_RESOURCE: 2,
     }

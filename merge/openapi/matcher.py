@@ -48,6 +48,13 @@ VERB_METHODS = {
 #: A trailing template segment that takes the rest of the path (the proxy subresources).
 GREEDY_PARAMETER = "{path}"
 
+#: Why a path matches no template ("not in spec"), by where it goes astray.
+UNKNOWN_GROUP_VERSION = (
+    "not in spec: API group/version not in the catalogue (a CRD, an aggregated API, or a version the spec lacks)"
+)
+UNKNOWN_RESOURCE = "not in spec: no path template matches (a resource or subresource the catalogue lacks)"
+UNKNOWN_NON_RESOURCE = "not in spec: non-resource URL not in the catalogue"
+
 #: The cache is cleared when it holds this many shapes, so odd traffic cannot grow it without bound.
 CACHE_LIMIT = 200_000
 
@@ -156,7 +163,7 @@ def _not_in_spec(root: _Node, parts: tuple[str, ...]) -> str:
         group = root.literals.get("apis")
         group = group and group.literals.get(parts[1])
         if group is None or group.literals.get(parts[2]) is None:
-            return "not in spec: API group/version not in the catalogue (a CRD or an aggregated API)"
+            return UNKNOWN_GROUP_VERSION
     if top in ("api", "apis"):
-        return "not in spec: no path template matches (a resource or subresource the catalogue lacks)"
-    return "not in spec: non-resource URL not in the catalogue"
+        return UNKNOWN_RESOURCE
+    return UNKNOWN_NON_RESOURCE
