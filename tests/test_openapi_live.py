@@ -8,14 +8,20 @@ import gzip
 import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
 import trustme
 import yaml
 from aiohttp import web
+from sink_support import event, event_list
 
 from merge.errors import SpecError
 from merge.openapi.catalogue import load_catalogue
 from merge.openapi.live import cluster_access, fetch_catalogue
+from merge.openapi.matcher import UNKNOWN_GROUP_VERSION
+from merge.store import open_store
+from sink.server import start_sink
+from sink.settings import Settings
 
 TOKEN = "s3cret-token"
 
@@ -154,3 +160,40 @@ def test_kubeconfig_errors_say_what_is_missing(tmp_path):
     bad_ca = _kubeconfig(tmp_path, "https://127.0.0.1:1", {"certificate-authority": "nowhere.crt"}, {})
     with pytest.raises(SpecError, match="cannot load its TLS files"):
         cluster_access(bad_ca)
+
+
+async def test_the_sink_maps_on_arrival_with_the_catalogue_of_its_cluster(fixtures, tmp_path, server_ca):
+    apiserver, server = await _start(_apiserver(fixtures, v3=True, token=TOKEN), server_ca, None)
+    server_ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    kubeconfig = _kubeconfig(tmp_path, server, {"certificate-authority": "ca.crt"}, {"token": TOKEN})
+    db = tmp_path / "sink.db"
+    try:
+        sink = await start_sink(Settings(listen="127.0.0.1:0", db=str(db), openapi="auto", kubeconfig=str(kubeconfig)))
+    finally:
+        await apiserver.cleanup()  # the catalogue was fetched at start: the cluster is not needed any more
+    try:
+        items = [
+            event("a", verb="get", requestURI="/api/v1/namespaces/ns-1/pods/web-1"),
+            event("b", verb="create", requestURI="/apis/apps/v1/namespaces/ns-1/deployments"),
+            event("c", verb="get", requestURI="/apis/batch/v1/jobs"),  # the served v3 documents lack batch
+        ]
+        headers = {"Content-Type": "application/json"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{sink.url}/v1/audit/r1", data=event_list(items), headers=headers) as response,
+        ):
+            assert response.status == 200, await response.text()
+    finally:
+        await sink.stop()
+    store = open_store(db)
+    rows = store.conn.execute(
+        "SELECT audit_id, operation_id, unmatched_reason FROM events ORDER BY audit_id"
+    ).fetchall()
+    catalogue_rows = store.conn.execute("SELECT COUNT(*) FROM endpoints").fetchone()[0]
+    store.conn.close()
+    assert rows == [
+        ("a", "readCoreV1NamespacedPod", None),
+        ("b", "createAppsV1NamespacedDeployment", None),
+        ("c", None, UNKNOWN_GROUP_VERSION),
+    ]
+    assert catalogue_rows == 322
