@@ -14,7 +14,9 @@ def _notes(result: PerTestCoverage) -> str:
     if result.first_hit_only:
         notes.append("set mode: first hits in this window only")
     if result.shared_with:
-        notes.append(f"window overlaps {len(result.shared_with)} other test(s): coverage shared")
+        others = sorted(result.shared_with)
+        named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        notes.append(f"window overlaps {named}: coverage shared")
     notes.extend(result.problems)
     return "\n".join(notes)
 
