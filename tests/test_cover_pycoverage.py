@@ -24,9 +24,10 @@ from sink.cli import cli
 SAMPLE = Path(__file__).parent / "pyproject_sample"
 
 
-@pytest.fixture(scope="module")
-def coverage_file(tmp_path_factory) -> Path:
-    """A real `.coverage` file with one context per test phase, made by pytest-cov."""
+@pytest.fixture(scope="module", params=["lines", "branches"])
+def coverage_file(request, tmp_path_factory) -> Path:
+    """A real `.coverage` file with one context per test phase, made by pytest-cov; with branches, coverage.py
+    records arcs and derives lines from them."""
     workdir = tmp_path_factory.mktemp("pysample") / "sample"
     shutil.copytree(SAMPLE, workdir)
     done = subprocess.run(
@@ -40,6 +41,7 @@ def coverage_file(tmp_path_factory) -> Path:
             "--cov=shapes",
             "--cov-context=test",
             "--cov-report=",
+            *(["--cov-branch"] if request.param == "branches" else []),
         ],
         cwd=workdir,
         capture_output=True,
