@@ -101,7 +101,6 @@ class _Deltas:
     """Per-process snapshot deltas, reading each snapshot's counters once for neighbouring windows."""
 
     def __init__(self, db: sqlite_utils.Database, snapshots: list[Snapshot]):
-        self._db = db
         self._by_process: dict[str, list[Snapshot]] = {}
         for snapshot in snapshots:
             self._by_process.setdefault(snapshot.process, []).append(snapshot)
