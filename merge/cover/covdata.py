@@ -19,7 +19,8 @@ integers little-endian:
 Decisions, where Go's tools leave a choice:
 - Counters are merged as `go tool covdata` merges them: OR in set mode, saturating uint32 sums otherwise.
   Programs (meta files) are combined by the model's rules (`Profile.add`), so a package in two programs counts
-  once, and two programs of different counter modes are an error, as in `go tool covdata textfmt`.
+  once (its counts add without Go's uint32 cap there), and two programs of different counter modes are an
+  error, as in `go tool covdata textfmt` (its `percent` accepts them).
 - Every segment of a counter file is read (Go's reader reads the first; Go writes only one).
 - A counter file whose meta file is absent is skipped and reported through `warn` (Go skips it silently);
   anything inconsistent (bad magic, truncation, a counter for a function the meta file does not have, a

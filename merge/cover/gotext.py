@@ -75,7 +75,8 @@ def write_text(profile: Profile, out: TextIO) -> None:
         key=lambda b: (package[b.file], b.file, b.start_line, b.end_line, b.start_col, b.end_col),
     )
     statements, counts = profile.statements, profile.counts
-    out.write(f"{_MODE_PREFIX}{profile.mode}\n")
-    out.writelines(
+    lines = [
         f"{b.file}:{b.start_line}.{b.start_col},{b.end_line}.{b.end_col} {statements[b]} {counts[b]}\n" for b in order
-    )
+    ]
+    out.write(f"{_MODE_PREFIX}{profile.mode}\n")
+    out.writelines(lines)

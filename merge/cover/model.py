@@ -56,8 +56,7 @@ class Profile:
             return
         if known != num_stmt:
             raise CoverageError(
-                f"{where or block.file}: block {_describe(block)} has {num_stmt} statements here "
-                f"but {known} before"
+                f"{where or block.file}: block {_describe(block)} has {num_stmt} statements here but {known} before"
             )
         if self.mode == "set":
             self.counts[block] = 1 if (count or self.counts[block]) else 0
