@@ -1,0 +1,307 @@
+"""A real Kubernetes control plane on loopback for the end-to-end test.
+
+`ControlPlane` starts etcd, kube-apiserver and kube-controller-manager (built by hack/e2e/build.sh) in one work
+directory, with real certificates (trustme), a service-account signing key, an admin client certificate, a
+Metadata-level audit policy, the audit log file and an audit webhook (mTLS) pointing at a URL it is given.
+Everything listens on 127.0.0.1 only; `stop()` ends exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+KUBE_VERSION = os.environ.get("KUBE_VERSION", "v1.36.3")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "e2e.test")
+
+#: Metadata for everything, every stage: the comparison with the audit log then covers RequestReceived and
+#: ResponseStarted events too, not only ResponseComplete.
+AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]}
+
+
+def binary_dir() -> Path:
+    """Where hack/e2e/build.sh puts the binaries (AUDITCOV_E2E_BIN overrides)."""
+    if "AUDITCOV_E2E_BIN" in os.environ:
+        return Path(os.environ["AUDITCOV_E2E_BIN"])
+    cache = os.environ.get("AUDITCOV_E2E_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "auditcov-e2e"
+    )
+    return Path(cache, "bin", KUBE_VERSION)
+
+
+def missing_binaries() -> list[str]:
+    return [name for name in BINARIES if not os.access(binary_dir() / name, os.X_OK)]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> Path:
+    """A kubeconfig with one cluster, one client-certificate user and a current context joining them."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "e2e", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+        "current-context": "e2e",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A certificate and its key on disk."""
+
+    cert: Path
+    key: Path
+
+
+class Certificates:
+    """One CA that signs every serving and client certificate of the test, written under `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._ca = trustme.CA(organization_name="auditcov e2e")
+        self.ca = directory / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca))
+
+    def issue(self, name: str, *hosts: str, user: str, groups: str | None = None) -> Identity:
+        """A certificate valid for `hosts` (serving) and as client `user` in `groups` (the CN and O)."""
+        # With no identity trustme writes an empty SAN extension, which Go's x509 parser rejects: name the
+        # certificate itself then.
+        leaf = self._ca.issue_cert(*(hosts or [f"{name}.auditcov-e2e"]), common_name=user, organization_name=groups)
+        identity = Identity(self.directory / f"{name}.pem", self.directory / f"{name}-key.pem")
+        leaf.cert_chain_pems[0].write_to_path(str(identity.cert))
+        leaf.private_key_pem.write_to_path(str(identity.key))
+        return identity
+
+    def client_context(self, identity: Identity) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(identity.cert), str(identity.key))
+        return context
+
+
+def service_account_key(path: Path) -> Path:
+    """An RSA key that signs (private half) and verifies (the apiserver derives the public half) SA tokens."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+class Process:
+    """A started child process whose output goes to `<work>/<name>.log`."""
+
+    def __init__(self, name: str, argv: list[str], work: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = work / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
+
+    def check_running(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with status {self.popen.returncode}; end of its log:\n{tail}")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM (a graceful shutdown: the apiserver flushes its audit backends), then SIGKILL after `timeout`."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def wait_until(what: str, ready, process: Process, timeout: float = 120) -> None:
+    """Poll `ready()` until it is true; fail early when `process` dies, and after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_running()
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {process.log}")
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) on loopback, auditing to a file and to `webhook_url`."""
+
+    def __init__(self, work: Path, certs: Certificates, webhook_url: str, webhook_mode: str) -> None:
+        self.work = work
+        self.certs = certs
+        self.bin = binary_dir()
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.audit_log = work / "audit.log"
+        self.admin = certs.issue("admin", user="auditcov-e2e-admin", groups="system:masters")
+        self.kubeconfig = write_kubeconfig(work / "admin.kubeconfig", self.server, certs.ca, *_pair(self.admin))
+        self._webhook_url = webhook_url
+        self._webhook_mode = webhook_mode
+        self._processes: list[Process] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_controller_manager()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop in reverse order, so the apiserver shuts down (and flushes its audit events) before etcd."""
+        while self._processes:
+            self._processes.pop().stop()
+
+    def stop_apiserver(self) -> int:
+        """Stop the controller manager and the apiserver, leaving etcd; returns the apiserver's exit status."""
+        while self._processes and self._processes[-1].name != "kube-apiserver":
+            self._processes.pop().stop()
+        return self._processes.pop().stop()
+
+    def _spawn(self, name: str, argv: list[str]) -> Process:
+        process = Process(name, argv, self.work)
+        self._processes.append(process)
+        return process
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                f"--data-dir={self.work / 'etcd-data'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                # A throwaway test database on a shared machine: durability buys nothing here.
+                "--unsafe-no-fsync",
+            ],
+        )
+        wait_until("etcd", lambda: b'"health":"true"' in _get(f"{self.etcd_url}/health"), etcd)
+
+    def _start_apiserver(self) -> None:
+        serving = self.certs.issue("apiserver", "127.0.0.1", "localhost", user="kube-apiserver")
+        webhook_client = self.certs.issue("audit-webhook-client", user="kube-apiserver-audit")
+        webhook_config = write_kubeconfig(
+            self.work / "audit-webhook.kubeconfig", self._webhook_url, self.certs.ca, *_pair(webhook_client)
+        )
+        policy = self.work / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        self.sa_key = service_account_key(self.work / "service-account.key")
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin / "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={self.certs.ca}",
+                f"--cert-dir={self.work / 'apiserver-certs'}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-account-key-file={self.sa_key}",
+                f"--service-account-signing-key-file={self.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                # 127.0.0.1 may not be an Endpoints address, so the apiserver cannot publish itself there.
+                "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                f"--audit-webhook-config-file={webhook_config}",
+                f"--audit-webhook-mode={self._webhook_mode}",
+                # Shorter than the 30s default so events arrive while the test runs, not all at shutdown.
+                "--audit-webhook-batch-max-wait=2s",
+                # Without it, watches still open at SIGTERM complete after the audit webhook has shut down, and
+                # the apiserver drops their ResponseComplete events (logged as "audit backend shut down").
+                "--shutdown-watch-termination-grace-period=10s",
+            ],
+        )
+        wait_until("kube-apiserver", lambda: self.get("/readyz") == b"ok", apiserver)
+
+    def _start_controller_manager(self) -> None:
+        """Creates each namespace's default ServiceAccount and kube-root-ca.crt, and finalizes deleted namespaces."""
+        manager = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={self.sa_key}",
+                f"--root-ca-file={self.certs.ca}",
+                "--use-service-account-credentials",
+                "--leader-elect=false",
+            ],
+        )
+        wait_until(
+            "kube-controller-manager",
+            lambda: b'"name":"default"' in self.get("/api/v1/namespaces/default/serviceaccounts/default"),
+            manager,
+        )
+
+    # --- talking to the apiserver ----------------------------------------------------------------------
+
+    def get(self, path: str) -> bytes:
+        """GET `path` from the apiserver as the admin user."""
+        return _get(self.server + path, self.certs.client_context(self.admin))
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """Run the built kubectl against this apiserver; a failing command raises with its stderr."""
+        argv = [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+    def metric(self, name: str) -> float:
+        """The sum over all label sets of `name` on the apiserver's /metrics (0 when no series exists yet)."""
+        total = 0.0
+        for line in self.get("/metrics").decode().splitlines():
+            series, _, value = line.rpartition(" ")
+            if series == name or series.startswith(name + "{"):
+                total += float(value)
+        return total
+
+
+def _pair(identity: Identity) -> tuple[Path, Path]:
+    return identity.cert, identity.key
+
+
+def _get(url: str, context: ssl.SSLContext | None = None) -> bytes:
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        return response.read()

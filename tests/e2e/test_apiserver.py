@@ -1,0 +1,304 @@
+"""The acceptance test of the whole product: a real kube-apiserver audits real traffic to auditcov.
+
+For each webhook mode (batch, blocking): start auditcov (mTLS, live spec), etcd, kube-apiserver (audit log file +
+audit webhook to auditcov) and kube-controller-manager on loopback; run kubectl commands and the e2e.test
+conformance tests listed in focus.txt; stop the apiserver (it flushes its audit backends) and then auditcov.
+Then auditcov's store and report must agree with the apiserver's own audit log, event for event.
+
+Runs only under `make e2e` (AUDITCOV_E2E=1), which builds the binaries first; there a missing binary is an
+error, not a skip. Everything it writes stays in build/e2e/<mode>/ for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from controlplane import Certificates, ControlPlane, Process, binary_dir, free_port, missing_binaries, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+FOCUS = Path(__file__).with_name("focus.txt")
+OUT = Path(os.environ.get("AUDITCOV_E2E_OUT", REPO / "build" / "e2e"))
+ENABLED = os.environ.get("AUDITCOV_E2E") == "1"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not ENABLED, reason="end-to-end test: run it with `make e2e` (sets AUDITCOV_E2E=1)"),
+]
+
+#: kubectl traffic before the e2e tests: discovery, a namespace, a ConfigMap's life, a CRD and one of its
+#: objects (created after auditcov fetched the spec, so it exercises the "not in the spec" path), raw
+#: non-resource URLs, an access review.
+CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.e2e.auditcov.io}
+spec:
+  group: e2e.auditcov.io
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+WIDGET = """
+apiVersion: e2e.auditcov.io/v1
+kind: Widget
+metadata: {name: first, namespace: auditcov-kubectl}
+spec: {size: 3}
+"""
+KUBECTL_COMMANDS: list[tuple[list[str], str | None]] = [
+    (["version", "-o", "json"], None),
+    (["api-resources"], None),
+    (["create", "namespace", "auditcov-kubectl"], None),
+    (["-n", "auditcov-kubectl", "create", "configmap", "settings", "--from-literal=mode=e2e"], None),
+    (["-n", "auditcov-kubectl", "get", "configmap", "settings", "-o", "yaml"], None),
+    (["-n", "auditcov-kubectl", "label", "configmap", "settings", "tier=test"], None),
+    (["-n", "auditcov-kubectl", "patch", "configmap", "settings", "-p", '{"data":{"mode":"patched"}}'], None),
+    (["-n", "auditcov-kubectl", "get", "configmaps", "--watch=false", "-l", "tier=test"], None),
+    (["apply", "-f", "-"], CRD),
+    (["wait", "--for=condition=Established", "crd/widgets.e2e.auditcov.io", "--timeout=60s"], None),
+    (["apply", "-f", "-"], WIDGET),
+    (["-n", "auditcov-kubectl", "get", "widgets"], None),
+    (["get", "--raw", "/healthz"], None),
+    (["get", "--raw", "/version"], None),
+    (["auth", "can-i", "create", "pods"], None),
+    (["-n", "auditcov-kubectl", "delete", "configmap", "settings"], None),
+    (["delete", "crd", "widgets.e2e.auditcov.io"], None),
+    (["delete", "namespace", "auditcov-kubectl", "--wait=false"], None),
+]
+
+
+def focus_tests() -> list[str]:
+    """The e2e tests to run, one exact name per line of focus.txt (# starts a comment)."""
+    names = []
+    for line in FOCUS.read_text().splitlines():
+        name = line.split(" #", 1)[0].strip() if not line.startswith("#") else ""
+        if name:
+            names.append(name)
+    return names
+
+
+def focus_regex(names: list[str]) -> str:
+    """A Ginkgo focus that selects exactly `names` (RE2 accepts Python's escapes of punctuation)."""
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$"
+
+
+@dataclass
+class Outcome:
+    """What one end-to-end session left behind."""
+
+    mode: str
+    run: str
+    work: Path
+    store: Path
+    audit_log: Path
+    passed: list[str]
+    failed: list[str]
+    audit_errors: float
+    audit_events: float
+    apiserver_log: Path
+
+
+def auditcov(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed `auditcov` CLI (the same console script users run); failing raises with its stderr."""
+    done = subprocess.run([auditcov_path(), *args], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"auditcov {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def auditcov_path() -> str:
+    return str(Path(sys.executable).with_name("auditcov"))
+
+
+def junit_results(report_dir: Path) -> tuple[list[str], list[str]]:
+    """(passed, failed) test names from e2e.test's JUnit reports; skipped specs are neither."""
+    passed, failed = [], []
+    for report in sorted(report_dir.glob("junit*.xml")):
+        for case in ET.parse(report).getroot().iter("testcase"):
+            name = case.get("name", "")
+            if case.find("skipped") is not None or name.startswith("[SynchronizedBeforeSuite]"):
+                continue
+            if name.startswith(("[SynchronizedAfterSuite]", "[ReportAfterSuite]", "[ReportBeforeSuite]")):
+                continue
+            (failed if case.find("failure") is not None or case.find("error") is not None else passed).append(name)
+    return passed, failed
+
+
+def start_auditcov(work: Path, certs: Certificates, kubeconfig: Path, port: int) -> Process:
+    serving = certs.issue("auditcov", "127.0.0.1", user="auditcov")
+    sink = Process(
+        "auditcov",
+        [
+            auditcov_path(),
+            "serve",
+            f"--listen=127.0.0.1:{port}",
+            f"--db={work / 'auditcov.db'}",
+            f"--tls-cert={serving.cert}",
+            f"--tls-key={serving.key}",
+            f"--client-ca={certs.ca}",
+            "--openapi=auto",
+            f"--kubeconfig={kubeconfig}",
+        ],
+        work,
+    )
+    probe = certs.client_context(certs.issue("probe", user="probe"))
+    wait_until("auditcov", lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", probe), sink)
+    return sink
+
+
+def _https_ok(url: str, context) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        return response.status == 200
+
+
+@pytest.fixture(scope="module", params=["batch", "blocking"])
+def outcome(request) -> Outcome:
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"not built in {binary_dir()}: {', '.join(missing)}; run hack/e2e/build.sh (make e2e does)")
+    mode = request.param
+    run = f"e2e-{mode}"
+    work = OUT / mode
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    certs = Certificates(work / "pki")
+    port = free_port()
+    plane = ControlPlane(work, certs, f"https://127.0.0.1:{port}/v1/audit/{run}", mode)
+    sink = None
+    try:
+        # auditcov fetches the live spec with --openapi auto, but it must be listening before the apiserver
+        # starts: in blocking mode every request waits for the webhook.
+        sink = start_auditcov(work, certs, plane.kubeconfig, port)
+        plane.start()
+        for args, stdin in KUBECTL_COMMANDS:
+            plane.kubectl(*args, stdin=stdin)
+        report_dir = work / "junit"
+        e2e_log = work / "e2e.log"
+        with e2e_log.open("wb") as out:
+            subprocess.run(
+                [
+                    str(binary_dir() / "e2e.test"),
+                    f"--kubeconfig={plane.kubeconfig}",
+                    f"--kubectl-path={binary_dir() / 'kubectl'}",
+                    "--provider=skeleton",
+                    "--num-nodes=1",
+                    "--disable-log-dump",
+                    f"--report-dir={report_dir}",
+                    f"--ginkgo.focus={focus_regex(focus_tests())}",
+                    "--ginkgo.no-color",
+                    "--ginkgo.timeout=40m",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                timeout=45 * 60,
+                check=False,
+            )
+        passed, failed = junit_results(report_dir)
+        audit_errors = plane.metric("apiserver_audit_error_total")
+        audit_events = plane.metric("apiserver_audit_event_total")
+        plane.stop_apiserver()
+        sink.stop()
+    finally:
+        plane.stop()
+        if sink is not None:
+            sink.stop()
+    return Outcome(
+        mode,
+        run,
+        work,
+        work / "auditcov.db",
+        plane.audit_log,
+        passed,
+        failed,
+        audit_errors,
+        audit_events,
+        work / "kube-apiserver.log",
+    )
+
+
+def logged_events(audit_log: Path) -> Counter:
+    """(auditID, stage) -> how many times the apiserver's audit log file holds it."""
+    keys: Counter = Counter()
+    with audit_log.open("rb") as lines:
+        for line in lines:
+            event = orjson.loads(line)
+            keys[(event["auditID"], event["stage"])] += 1
+    return keys
+
+
+def stored_events(store: Path, run: str) -> Counter:
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT audit_id, stage FROM events WHERE run = ?", (run,)).fetchall()
+    return Counter(rows)
+
+
+def test_every_focused_test_ran_and_passed(outcome: Outcome) -> None:
+    assert outcome.failed == []
+    assert sorted(outcome.passed) == sorted(focus_tests())
+
+
+def test_nothing_lost_nothing_extra(outcome: Outcome) -> None:
+    logged = logged_events(outcome.audit_log)
+    stored = stored_events(outcome.store, outcome.run)
+    assert len(logged) > 1000
+    assert max(logged.values()) == 1, "the audit log itself repeats an auditID+stage"
+    missing = logged.keys() - stored.keys()
+    extra = stored.keys() - logged.keys()
+    assert not missing, f"{len(missing)} logged events never reached auditcov, e.g. {sorted(missing)[:5]}"
+    assert not extra, f"{len(extra)} events in auditcov are not in the audit log, e.g. {sorted(extra)[:5]}"
+    with sqlite3.connect(outcome.store) as db:
+        quarantined = db.execute("SELECT count(*) FROM quarantine WHERE run = ?", (outcome.run,)).fetchone()[0]
+    assert quarantined == 0
+
+
+def test_apiserver_reports_no_audit_errors(outcome: Outcome) -> None:
+    assert outcome.audit_events > 0, "apiserver_audit_event_total missing: /metrics was not scraped"
+    assert outcome.audit_errors == 0
+    assert "Error in audit plugin" not in outcome.apiserver_log.read_text(errors="replace")
+
+
+def test_every_request_is_mapped_or_explained(outcome: Outcome) -> None:
+    with sqlite3.connect(outcome.store) as db:
+        unexplained = db.execute(
+            "SELECT verb, request_uri FROM events WHERE run = ? AND operation_id IS NULL AND unmatched_reason IS NULL",
+            (outcome.run,),
+        ).fetchall()
+        unmatched = db.execute(
+            "SELECT unmatched_reason, verb, request_uri, count(*) FROM events "
+            "WHERE run = ? AND operation_id IS NULL AND unmatched_reason IS NOT NULL "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 3",
+            (outcome.run,),
+        ).fetchall()
+    (outcome.work / "unmatched.txt").write_text(
+        "".join(f"{count}\t{verb}\t{uri}\t{reason}\n" for reason, verb, uri, count in unmatched)
+    )
+    assert unexplained == []
+
+
+def test_report_lists_every_test_with_endpoints(outcome: Outcome) -> None:
+    report_path = outcome.work / "report.json"
+    auditcov("report", "--format", "json", f"--db={outcome.store}", f"--run={outcome.run}", f"-o={report_path}")
+    report = orjson.loads(report_path.read_bytes())
+    tests = {test["name"]: test for test in report["tests"]}
+    for name in outcome.passed:
+        assert name in tests, f"{name!r} is missing from the report"
+        assert tests[name]["endpoints"], f"{name!r} has no endpoints"
+        assert tests[name]["conformance"] == ("[Conformance]" in name)
