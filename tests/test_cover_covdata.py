@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from gotool import GOPROGRAMS, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from merge.cover.covdata import read_covdata
+from merge.cover.covdata import parse_counters, parse_meta, read_covdata
 from merge.cover.model import CoverageError
 from merge.cover.uleb128 import decode_run
 from sink.cli import cli
@@ -244,6 +246,29 @@ def test_damaged_files_are_named(damaged, damage, message):
     assert re.search(message, result.output), result.output
     with pytest.raises(CoverageError, match=message):
         read_covdata(damaged)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_any_damage_is_a_coverage_error_or_nothing(sample, data):
+    """Truncated or flipped bytes anywhere in real files: a `CoverageError`, or a profile; never a crash."""
+    meta = parse_meta(_meta(sample).read_bytes(), where="meta")
+    for which in (_meta(sample), _counters(sample)):
+        damaged = bytearray(which.read_bytes())
+        if data.draw(st.booleans(), label="truncate"):
+            del damaged[data.draw(st.integers(0, len(damaged) - 1), label="cut at") :]
+        # Headers are where a flip does the most harm, so half the flips land in the first 64 bytes.
+        anywhere = st.integers(0, len(damaged) - 1)
+        for _ in range(data.draw(st.integers(0, 4), label="flips") if damaged else 0):
+            at = data.draw(st.one_of(st.integers(0, min(63, len(damaged) - 1)), anywhere), label="at")
+            damaged[at] = data.draw(st.integers(0, 255))
+        try:
+            if which.name.startswith("covmeta"):
+                parse_meta(bytes(damaged), where="meta")
+            else:
+                parse_counters(bytes(damaged), meta, where="counters")
+        except CoverageError:
+            pass
 
 
 def test_a_counter_file_without_its_meta_file_is_skipped_with_a_warning(sample, damaged, tmp_path):

@@ -155,6 +155,8 @@ def parse_meta(data: bytes, *, where: str) -> MetaFile:
         raise CoverageError(f"{where}: truncated: {len(data)} bytes of {total_length}")
     if mode not in COUNTER_MODES:
         raise CoverageError(f"{where}: unknown counter mode {mode}")
+    if _META_HEADER.size + 16 * count > total_length:
+        raise CoverageError(f"{where}: {count} packages do not fit in the file")
     if granularity != PER_BLOCK_GRANULARITY:
         raise CoverageError(f"{where}: counter granularity {granularity} is not per-block, which this reader needs")
     tables = struct.unpack_from(f"<{2 * count}Q", data, _META_HEADER.size)
@@ -169,8 +171,12 @@ def parse_meta(data: bytes, *, where: str) -> MetaFile:
 def _parse_package(data: bytes, base: int, length: int, meta: MetaFile, *, where: str) -> Package:
     """Decode one package blob, appending its blocks to `meta.units` and `meta.block_files`."""
     end = base + length
+    if length < _PACKAGE_HEADER.size:
+        raise CoverageError(f"{where}: {length} bytes, too short for a package")
     _, name_at, path_at, module_at, _, _, function_count = _PACKAGE_HEADER.unpack_from(data, base)
     offsets_at = base + _PACKAGE_HEADER.size
+    if offsets_at + 4 * function_count > end:
+        raise CoverageError(f"{where}: {function_count} functions do not fit in the package")
     function_offsets = struct.unpack_from(f"<{function_count}I", data, offsets_at)
     strings, strings_end = _parse_strings(data, offsets_at + 4 * function_count, end, where=where)
     try:
@@ -238,6 +244,8 @@ def parse_counters(data: bytes, meta: MetaFile, *, where: str) -> Counters:
         # segment this is also the file's boundary, which is where Go's reader looks).
         preamble = _SEGMENT_HEADER.size + strings_length + args_length
         offset += preamble + -preamble % 4
+        if offset > footer_at:
+            raise CoverageError(f"{where}: segment {segment}'s tables run past the end of the file")
         if flavor == FLAVOR_RAW:
             values = list(struct.unpack_from(f"{'>' if big_endian else '<'}{(footer_at - offset) // 4}I", data, offset))
         else:
