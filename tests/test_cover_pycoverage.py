@@ -138,6 +138,9 @@ def test_cli_errors_name_the_input(tmp_path, coverage_file):
     assert result.exit_code == 1 and f"{junk}: not a Go covdata directory" in result.output
     result = runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "r", "--at", "noon", str(junk)])
     assert result.exit_code == 2 and "'noon' is not an RFC 3339 time" in result.output
+    with_process = ["cover", "import", "--db", db_path, "--run", "a", "--process", "x", str(coverage_file)]
+    result = runner.invoke(cli, with_process)
+    assert result.exit_code == 1 and "holds per-test lines, not a snapshot" in result.output
     runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "a", str(coverage_file)])
     runner.invoke(cli, ["cover", "import", "--db", db_path, "--run", "b", str(coverage_file)])
     result = runner.invoke(cli, ["cover", "report", "--db", db_path])

@@ -83,6 +83,10 @@ def import_coverage(
         except OSError as exc:
             raise CoverageError(f"{path}: cannot read: {exc}") from exc
         if head == _SQLITE_MAGIC:
+            if process is not None or at_us is not None:
+                raise CoverageError(
+                    f"{path}: a coverage.py file holds per-test lines, not a snapshot: it takes no --process or --at"
+                )
             contexts = read_contexts(path)
             save_python_lines(db, run=run, contexts=contexts, now_us=now_us)
             return Imported("python", str(path), contexts=len(contexts))
