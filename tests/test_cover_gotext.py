@@ -117,6 +117,13 @@ def test_bad_profiles_name_the_line(text, message):
         parse_text(text, where="x.out")
 
 
+def test_a_binary_file_is_not_a_profile(tmp_path):
+    covmeta = tmp_path / "covmeta.0a"
+    covmeta.write_bytes(b"\x00cvm\x01\x00\x00\x00\xff\xfe")
+    with pytest.raises(CoverageError, match=r"covmeta.0a: not UTF-8 text \(byte 8\): not a Go text profile"):
+        read_text_profiles([covmeta])
+
+
 def test_files_of_different_modes_do_not_merge():
     with pytest.raises(CoverageError, match=r"blocky-set.out: mode set cannot be merged into a profile of mode count"):
         read_text_profiles([COUNT1, SET])

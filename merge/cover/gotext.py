@@ -30,7 +30,11 @@ def read_text_profiles(paths: Iterable[str | Path]) -> Profile:
     """The profiles in the files, merged into one; all must be of one mode."""
     profile: Profile | None = None
     for path in paths:
-        profile = parse_text(Path(path).read_text(encoding="utf-8"), where=str(path), into=profile)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CoverageError(f"{path}: not UTF-8 text (byte {exc.start}): not a Go text profile") from None
+        profile = parse_text(text, where=str(path), into=profile)
     if profile is None:
         raise CoverageError("no text profiles given")
     return profile
