@@ -29,6 +29,7 @@ lint: $(VENV)/.test-extras
 
 bench: $(VENV)/.test-extras
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/match.py
 
 # End to end against a real kube-apiserver (see hack/e2e/build.sh, tests/e2e/): builds what is missing
 # (first run: modules and a cold Go build cache), then runs the acceptance test, and prints how long it took.
