@@ -71,6 +71,9 @@ def matcher_1_12(fixtures) -> Matcher:
             "connectCoreV1HeadNamespacedServiceProxyWithPath",
         ),
         ("", "/api/v1/namespaces/ns-1/pods/web-1/proxy/x", "connectCoreV1OptionsNamespacedPodProxyWithPath"),
+        # ... but an object whose name ends in HEAD is read with GET: the path has no HEAD operation
+        ("get", "/api/v1/namespaces/ns-1/configmaps/git-HEAD", "readCoreV1NamespacedConfigMap"),
+        ("head", "/version", "getCodeVersion"),
         # namespace status and finalize: {name} where other paths have {namespace}
         ("get", "/api/v1/namespaces/ns-1/status", "readCoreV1NamespaceStatus"),
         ("update", "/api/v1/namespaces/ns-1/status", "replaceCoreV1NamespaceStatus"),
@@ -122,7 +125,7 @@ def test_rules(matcher, verb, uri, expected):
             "/api/v1/namespaces/ns-1/pods/web-1",
             "no POST operation at /api/v1/namespaces/{namespace}/pods/{name}",
         ),
-        ("head", "/version", "no HEAD operation at /version/"),
+        ("", "/version", "no OPTIONS operation at /version/"),
     ],
 )
 def test_unmatched_events_keep_a_reason(matcher, verb, uri, reason):

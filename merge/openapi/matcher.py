@@ -6,7 +6,8 @@ dropped. The rules (DESIGN.md §4):
 - Verb to method: get, list, watch -> GET; create -> POST; update -> PUT; patch -> PATCH; delete,
   deletecollection -> DELETE; non-resource URLs carry the lowercased method as their verb. A HEAD request is
   recorded as `get`, so like APISnoop a `get` whose requestURI ends in `HEAD` (the e2e proxy tests send
-  `...?method=HEAD`) is taken as HEAD, and an empty verb (how the apiserver records OPTIONS) as OPTIONS.
+  `...?method=HEAD`) is taken as HEAD where the path has a HEAD operation (else as GET), and an empty verb
+  (how the apiserver records OPTIONS) as OPTIONS.
 - Only the path of the requestURI is matched, never objectRef; a trailing slash is ignored (the spec writes
   discovery paths as `/apis/apps/v1/`, clients call `/apis/apps/v1`). A list with `?watch=true` is therefore
   the list operation, and `/watch/` paths the deprecated watch operations.
@@ -133,6 +134,10 @@ class Matcher:
                 return hit[0], None
             first_template = first_template or next(iter(operations.values()))[1]
         if first_template is not None:
+            if method == "HEAD":
+                # A `get` whose URI merely ends in "HEAD" (an object named so), or a real HEAD on a resource,
+                # which the apiserver serves as GET: the GET operation is the one it reached.
+                return self._walk("GET", parts)
             return None, f"no {method} operation at {first_template}"
         return None, _not_in_spec(self._root, parts)
 
