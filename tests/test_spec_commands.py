@@ -88,9 +88,21 @@ def test_report_needs_a_catalogue_then_remap_maps_every_event(store, fixtures):
         UNKNOWN_GROUP_VERSION: 12,
     }
     assert json_report["totals"]["endpoints"] == 908
+    assert json_report["totals"]["unmapped_events"] == 0
     text = invoke("report", "--db", str(store), "--untested")
     assert "Eligible endpoints no conformance test hit (524)" in text.output
     assert "Events that matched no endpoint" in text.output
+
+    # Events stored after the catalogue, without a matcher, are reported as not mapped until remapped.
+    invoke("import", "--db", str(store), "--run", "r1", str(fixtures / "audit/elastic/test-kube-audit.log"))
+    assert (
+        orjson.loads(invoke("report", "--db", str(store), "--format", "json").output)["totals"]["unmapped_events"] == 1
+    )
+    assert "1 events are not mapped to endpoints" in invoke("report", "--db", str(store)).output
+    invoke("remap", "--db", str(store))
+    assert (
+        orjson.loads(invoke("report", "--db", str(store), "--format", "json").output)["totals"]["unmapped_events"] == 0
+    )
 
 
 def test_stored_catalogue_round_trips(tmp_path, fixtures):

@@ -45,6 +45,7 @@ class EndpointCoverage:
     direct_other: dict[str, set[str]] = field(default_factory=dict)  # ... by other clients' agents
     indirect: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # operationId -> test -> {how}
     unmatched: Counter = field(default_factory=Counter)  # reason -> events
+    unmapped: int = 0  # events stored before there was a catalogue and not re-mapped since
     e2e_versions: Counter = field(default_factory=Counter)  # e2e.test/<version> -> events
     first_us: int | None = None
 
@@ -95,6 +96,7 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str) -> EndpointCoverage:
     ).fetchone()
     if mapped[0] and not (mapped[1] or mapped[2]):
         raise StoreError(f"run {run!r}: no event is mapped to an endpoint yet: run `auditcov remap` first")
+    coverage.unmapped = mapped[0] - mapped[1] - mapped[2]
     for operation_id, test, client in conn.execute(
         "SELECT operation_id, test, client FROM events WHERE run = ? AND test IS NOT NULL"
         " AND operation_id IS NOT NULL GROUP BY operation_id, test, client",

@@ -58,5 +58,6 @@ def endpoint_report(coverage: EndpointCoverage) -> dict:
             "pending": sum(s.pending for s in current),
             "tests": len(coverage.tests),
             "unmatched_events": sum(coverage.unmatched.values()),
+            "unmapped_events": coverage.unmapped,
         },
     }

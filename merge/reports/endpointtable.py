@@ -32,6 +32,11 @@ def render_endpoint_coverage(console: Console, coverage: EndpointCoverage, *, un
             str(sum(s.eligible and coverage.conformance_tested(s.endpoint.operation_id) for s in states)),
         )
     console.print(table)
+    if coverage.unmapped:
+        console.print(
+            f"[yellow]{coverage.unmapped} events are not mapped to endpoints (stored before the catalogue): "
+            "run `auditcov remap`[/yellow]"
+        )
     if untested:
         missing = [s for s in current if s.eligible and not coverage.conformance_tested(s.endpoint.operation_id)]
         if missing:
