@@ -52,6 +52,10 @@ def test_a_batch_stored_twice_is_stored_once_and_counted_as_duplicates(ingestor)
     assert (stats["events"], stats["duplicates"], stats["quarantined"]) == (3, 3, 1)
     # The same auditID and stage in another run is another event.
     assert ingestor.ingest("other", batch[:1]).accepted == 1
+    # Events with no time at all are deduplicated too.
+    untimed = [event("untimed", requestReceivedTimestamp=None, stageTimestamp=None)]
+    assert ingestor.ingest("r", untimed).accepted == 1
+    assert ingestor.ingest("r", untimed).duplicates == 1
 
 
 def test_invalid_items_are_quarantined_raw_with_reasons_beside_the_good_ones(ingestor):
