@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS markers (
     at_us INTEGER NOT NULL,
     PRIMARY KEY (run, test, event)
 );
+CREATE INDEX IF NOT EXISTS markers_by_time ON markers (run, event, at_us);
 
 -- Items that could not be stored as events, kept raw with the reason so nothing is lost.
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -118,17 +119,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
 -- It also shows the candidates, to explain an attribution: namespace_test (the owner of the event's
 -- namespace) and window_test (the test whose marker window holds the event).
 CREATE VIEW IF NOT EXISTS attributed_events AS
-WITH windows AS (
-    SELECT s.run, s.test, s.at_us AS start_us, COALESCE(e.at_us, 9223372036854775807) AS end_us
-    FROM markers AS s
-    LEFT JOIN markers AS e ON e.run = s.run AND e.test = s.test AND e.event = 'end'
-    WHERE s.event = 'start'
-),
-resolved AS (
+WITH resolved AS (
     SELECT ev.*, n.test AS namespace_test,
-        (SELECT w.test FROM windows AS w
-         WHERE w.run = ev.run AND COALESCE(ev.received_us, ev.stage_us) BETWEEN w.start_us AND w.end_us
-         ORDER BY w.start_us DESC LIMIT 1) AS window_test
+        -- The latest start at or before the event whose end (if any) is not before it; markers_by_time lets
+        -- SQLite walk the starts backwards from the event instead of scanning every window for every event.
+        (SELECT s.test FROM markers AS s
+         WHERE s.run = ev.run AND s.event = 'start' AND s.at_us <= COALESCE(ev.received_us, ev.stage_us)
+           AND COALESCE((SELECT e.at_us FROM markers AS e WHERE e.run = s.run AND e.test = s.test AND e.event = 'end'),
+                        9223372036854775807) >= COALESCE(ev.received_us, ev.stage_us)
+         ORDER BY s.at_us DESC LIMIT 1) AS window_test
     FROM events AS ev
     LEFT JOIN namespaces AS n ON n.run = ev.run AND n.namespace = ev.namespace
 )
