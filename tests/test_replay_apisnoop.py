@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from merge.events import format_time
 from merge.openapi.catalogue import load_catalogue
+from merge.openapi.eligibility import load_eligibility
 from merge.openapi.matcher import UNKNOWN_GROUP_VERSION, UNKNOWN_NON_RESOURCE
 from merge.openapi.synth import random_name, requests_for
 from sink.cli import cli
@@ -174,6 +175,21 @@ async def test_apisnoop_1_36_replayed_through_the_sink(fixtures, tmp_path, apisn
     assert {t["test"]: t["conformance_test"] for t in ours["tests"]} == their_tests
     for field in ("kind", "path", "group", "version", "action", "category", "description"):
         assert {op: r[field] for op, r in mine.items()} == {op: r[field] for op, r in theirs.items()}, field
+
+    # With the previous release's spec, the "new" totals count the eligible endpoints it did not have.
+    previous = fixtures / "openapi/swagger-v1.27.0.json.gz"
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--run", RUN, "--format", "apisnoop",
+                                      "--since", str(previous)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    totals = orjson.loads(result.output)
+    eligibility = load_eligibility()
+    older = set(load_catalogue(previous).endpoints)
+    new = [e for e in catalogue.endpoints.values() if eligibility.is_eligible(e) and e.operation_id not in older]
+    assert totals["new conformance eligible endpoints"] == len(new) > 0
+    assert totals["new tested conformance eligible endpoints"] == sum(
+        theirs[e.operation_id]["conf_tested"] for e in new
+    )
+    assert ours["new conformance eligible endpoints"] is None  # without --since
 
     # auditcov's own json report does see what controllers did inside the tests' namespaces.
     result = CliRunner().invoke(cli, ["report", "--db", str(db), "--run", RUN, "--format", "json"])

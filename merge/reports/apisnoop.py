@@ -11,7 +11,8 @@ Semantics (APISnoop's snoopdb, `endpoint_coverage` and `audit_event_test`):
 - `tests[]` has every test an e2e.test agent named in the run, with its conformance.yaml entry (testname,
   file, promotion_release) when it has one; `conformance_test` is the [Conformance] tag;
 - the totals count endpoints; "eligible" is auditcov's rule (merge.openapi.eligibility). The two "new ..."
-  totals need the previous release's catalogue, which a run does not have: they are null.
+  totals count eligible endpoints whose operationId the previous release's catalogue lacks; they need that
+  catalogue (`previous`, the operationIds of its endpoints) and are null without it.
 The release is the version the e2e.test agents report (`e2e.test/v1.36.0` -> 1.36.0), or the caller's.
 """
 
@@ -26,7 +27,10 @@ _LEVEL_ORDER = {"stable": 0, "beta": 1, "alpha": 2}
 
 
 def apisnoop_report(
-    coverage: EndpointCoverage, conformance: dict[str, ConformanceTest], release: str | None = None
+    coverage: EndpointCoverage,
+    conformance: dict[str, ConformanceTest],
+    release: str | None = None,
+    previous: set[str] | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (keys in APISnoop's order)."""
     release = release or _release_of(coverage)
@@ -56,6 +60,7 @@ def apisnoop_report(
             }
         )
     eligible = [row for row, state in zip(endpoints, current, strict=True) if state.eligible]
+    new = None if previous is None else [row for row in eligible if row["endpoint"] not in previous]
     return {
         "spec": coverage.catalogue_source,
         "tests": [
@@ -68,10 +73,10 @@ def apisnoop_report(
         "release_date": _date(coverage.first_us),
         "total endpoints": len(endpoints),
         "tested endpoints": sum(row["tested"] for row in endpoints),
-        "new conformance eligible endpoints": None,
+        "new conformance eligible endpoints": None if new is None else len(new),
         "total conformance eligible endpoints": len(eligible),
         "tested conformance eligible endpoints": sum(row["conf_tested"] for row in eligible),
-        "new tested conformance eligible endpoints": None,
+        "new tested conformance eligible endpoints": None if new is None else sum(row["conf_tested"] for row in new),
     }
 
 

@@ -157,6 +157,12 @@ def remap_command(
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
 @click.option("--untested", is_flag=True, help="text: also list the eligible endpoints no conformance test hit.")
 @click.option("--release", default=None, help="apisnoop: the release (default: from the e2e.test user agents).")
+@click.option(
+    "--since",
+    "previous_source",
+    default=None,
+    help="apisnoop: the previous release's spec (a SOURCE), to count new eligible endpoints.",
+)
 @click.option("--conformance", "conformance_file", type=_FILE, help="apisnoop: conformance.yaml (default: shipped).")
 def report_command(
     db_path: str,
@@ -165,6 +171,7 @@ def report_command(
     output: Path | None,
     untested: bool,
     release: str | None,
+    previous_source: str | None,
     conformance_file: Path | None,
 ) -> None:
     """Report a run's endpoint coverage: which endpoints its tests hit, and which they did not.
@@ -189,7 +196,8 @@ def report_command(
         document = endpoint_report(coverage)
         add_code_to_endpoint_report(document, code)
     else:
-        document = apisnoop_report(coverage, load_conformance_tests(conformance_file), release)
+        previous = None if previous_source is None else set(load_source(previous_source).endpoints)
+        document = apisnoop_report(coverage, load_conformance_tests(conformance_file), release, previous)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:
         click.echo(data.decode(), nl=False)
