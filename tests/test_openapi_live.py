@@ -160,6 +160,9 @@ def test_kubeconfig_errors_say_what_is_missing(tmp_path):
     bad_ca = _kubeconfig(tmp_path, "https://127.0.0.1:1", {"certificate-authority": "nowhere.crt"}, {})
     with pytest.raises(SpecError, match="cannot load its TLS files"):
         cluster_access(bad_ca)
+    plugin = _kubeconfig(tmp_path, "https://127.0.0.1:1", {}, {"exec": {"command": "gke-gcloud-auth-plugin"}})
+    with pytest.raises(SpecError, match="user 'admin' authenticates with an exec plugin"):
+        cluster_access(plugin)
 
 
 async def test_the_sink_maps_on_arrival_with_the_catalogue_of_its_cluster(fixtures, tmp_path, server_ca):

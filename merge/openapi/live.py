@@ -90,6 +90,13 @@ def cluster_access(kubeconfig: str | Path, context: str | None = None) -> Cluste
             raise SpecError(f"kubeconfig {path}: cannot read tokenFile: {exc.strerror}") from None
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    elif not user.get("client-certificate-data") and not user.get("client-certificate"):
+        plugin = next((key for key in ("exec", "auth-provider") if user.get(key)), None)
+        if plugin:
+            raise SpecError(
+                f"kubeconfig {path}: user {context_entry.get('user')!r} authenticates with an {plugin} plugin, "
+                "which auditcov does not run: give it a token, tokenFile or client certificate"
+            )
     return ClusterAccess(server=server.rstrip("/"), ssl=context_ssl, headers=headers)
 
 
