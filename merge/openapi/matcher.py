@@ -101,7 +101,8 @@ class Matcher:
 
     def match(self, verb: str, request_uri: str) -> tuple[str | None, str | None]:
         """(operationId, None) when the event maps to an operation, else (None, the reason)."""
-        path = request_uri.partition("?")[0]
+        query = request_uri.find("?")
+        path = request_uri if query < 0 else request_uri[:query]
         key = (verb, path, request_uri.endswith("HEAD"))
         result = self._by_path.get(key)
         if result is None:
