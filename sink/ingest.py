@@ -75,10 +75,6 @@ class PreparedBatch:
     namespaces: list[tuple[str, str, str, int | None]] = field(default_factory=list)  # run, namespace, test, at
     quarantine: list[tuple[str, int, str, str, str]] = field(default_factory=list)  # run, at, reason, raw, digest
 
-    @property
-    def items(self) -> int:
-        return len(self.events) + len(self.quarantine)
-
 
 def check_run_name(run: str) -> str:
     """A run name as used in URLs and file names: letters, digits, `.`, `_`, `-`; at most 128."""
