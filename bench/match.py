@@ -1,8 +1,8 @@
 """Matcher throughput in-process, on cached request shapes: prints events/s for two mixes.
 
 Both mixes call every operation of the Kubernetes 1.36 spec in every form its action allows
-(`merge.openapi.synth`), each call with fresh random names and a fresh `resourceVersion` query, so the raw URIs
-differ while the shapes repeat:
+(`merge.openapi.synth`), each call with fresh random names (and lists and watches with a fresh
+`resourceVersion`), so the raw URIs differ while the shapes repeat:
 
 - "new names": every event has names of its own (the worst case: only the shape cache can help);
 - "e2e-like": each object's path is used several times (1 + an exponential count, mean --repeat), as an e2e test
@@ -43,11 +43,20 @@ def make_events(catalogue: Catalogue, count: int, mean_repeat: float, rng: rando
     while len(events) < count:
         for verb, uri in requests_for(rng.choice(endpoints), rng):
             times = 1 + (int(rng.expovariate(1 / mean_repeat)) if mean_repeat else 0)
-            separator = "&" if "?" in uri else "?"
-            events.extend([verb, f"{uri}{separator}resourceVersion={rng.randrange(10**6)}"] for _ in range(times))
+            events.extend([verb, _with_query(verb, uri, rng)] for _ in range(times))
     del events[count:]
     rng.shuffle(events)  # interleaved, as concurrent tests and controllers are
     return events
+
+
+def _with_query(verb: str, uri: str, rng: random.Random) -> str:
+    """The query a client sends with it: lists and watches carry a fresh resourceVersion; other calls, as a
+    rule, nothing."""
+    if verb == "list":
+        return f"{uri}?limit=500&resourceVersion={rng.randrange(10**6)}"
+    if verb == "watch":
+        return uri.replace("resourceVersion=1", f"resourceVersion={rng.randrange(10**6)}")
+    return uri
 
 
 def measure(catalogue: Catalogue, warm_up: list[list[str]], batches: list[bytes]) -> float:
