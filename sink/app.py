@@ -56,7 +56,6 @@ WRITER = web.AppKey("writer", Writer)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 METRICS = web.AppKey("metrics", Metrics)
 INGEST_TOKEN = web.AppKey("ingest_token", str)
-DRAIN = web.AppKey("drain", "Drain")
 QUERY_TOKEN = web.AppKey("query_token", str)
 
 
@@ -86,6 +85,9 @@ class Drain:
         except TimeoutError:
             return False
         return True
+
+
+DRAIN = web.AppKey("drain", Drain)
 
 
 def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Application:
