@@ -189,8 +189,11 @@ def report_command(
     finally:
         db.conn.close()
     if output_format == "text":
-        console = Console(file=output.open("w") if output else None, width=160 if output else None)
-        render_endpoint_coverage(console, coverage, untested=untested)
+        if output is None:
+            render_endpoint_coverage(Console(), coverage, untested=untested)
+        else:
+            with output.open("w") as stream:
+                render_endpoint_coverage(Console(file=stream, width=160), coverage, untested=untested)
         return
     if output_format == "json":
         document = endpoint_report(coverage)
