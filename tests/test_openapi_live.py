@@ -200,3 +200,23 @@ async def test_the_sink_maps_on_arrival_with_the_catalogue_of_its_cluster(fixtur
         ("c", None, UNKNOWN_GROUP_VERSION),
     ]
     assert catalogue_rows == 322
+
+    # Started again on the same store without a spec, the sink maps with the catalogue the store kept.
+    sink = await start_sink(Settings(listen="127.0.0.1:0", db=str(db)))
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{sink.url}/v1/audit/r1",
+                data=event_list([event("d", verb="list", requestURI="/api/v1/namespaces/ns-2/configmaps?limit=5")]),
+                headers={"Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+    finally:
+        await sink.stop()
+    store = open_store(db)
+    assert store.conn.execute("SELECT operation_id FROM events WHERE audit_id = 'd'").fetchall() == [
+        ("listCoreV1NamespacedConfigMap",)
+    ]
+    store.conn.close()

@@ -12,6 +12,17 @@ from merge.openapi.matcher import UNKNOWN_GROUP_VERSION
 from merge.openapi.stored import save_catalogue, stored_catalogue
 from merge.store import open_store
 from sink.cli import cli
+from sink.ingest import Ingestor
+
+KUBECTL_EVENT = {
+    "stage": "ResponseComplete",
+    "verb": "list",
+    "requestURI": "/api/v1/namespaces/default/pods?limit=500",
+    "userAgent": "kubectl/v1.34.0 (linux/amd64) kubernetes/abcdef0",
+    "objectRef": {"resource": "pods", "namespace": "default", "apiVersion": "v1"},
+    "responseStatus": {"code": 200},
+    "requestReceivedTimestamp": "2025-01-01T00:00:00.000000Z",
+}
 
 
 def invoke(*args: str):
@@ -93,8 +104,19 @@ def test_report_needs_a_catalogue_then_remap_maps_every_event(store, fixtures):
     assert "Eligible endpoints no conformance test hit (524)" in text.output
     assert "Events that matched no endpoint" in text.output
 
-    # Events stored after the catalogue, without a matcher, are reported as not mapped until remapped.
+    # `auditcov import` maps against the store's catalogue once it has one.
     invoke("import", "--db", str(store), "--run", "r1", str(fixtures / "audit/elastic/test-kube-audit.log"))
+    assert (
+        orjson.loads(invoke("report", "--db", str(store), "--format", "json").output)["totals"]["unmapped_events"] == 0
+    )
+    db = open_store(store)
+    assert db.conn.execute(
+        "SELECT operation_id FROM events WHERE audit_id = 'ad26f7bc-f1c6-4097-90f1-e0924e12f257'"
+    ).fetchall() == [("replaceCoordinationV1NamespacedLease",)]
+
+    # Events stored without a matcher are reported as not mapped until remapped.
+    Ingestor(db).ingest("r1", [{**KUBECTL_EVENT, "auditID": "stored-without-a-matcher"}])
+    db.conn.close()
     assert (
         orjson.loads(invoke("report", "--db", str(store), "--format", "json").output)["totals"]["unmapped_events"] == 1
     )

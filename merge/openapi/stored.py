@@ -1,8 +1,9 @@
 """The catalogue in the store (the `endpoints` table), and re-mapping stored events against a catalogue.
 
 `save_catalogue` replaces the store's catalogue with a new one and its eligibility; `stored_catalogue` reads it
-back. `remap` sets `events.operation_id` / `unmatched_reason` again for every stored event (of one run, or all),
-for when the spec arrived after the events or changed.
+back, and `stored_matcher` gives a matcher over it (or None) for whatever ingests without a spec of its own.
+`remap` sets `events.operation_id` / `unmatched_reason` again for every stored event (of one run, or all), for
+when the spec arrived after the events or changed.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def stored_catalogue(db: sqlite_utils.Database) -> Catalogue:
         raise StoreError("the store holds no endpoint catalogue yet: run `auditcov remap --openapi SOURCE` first")
     endpoints = {row[0]: Endpoint(*row[:9], deprecated=bool(row[9]), description=row[10]) for row in rows}
     return Catalogue(source=source[0], endpoints=endpoints)
+
+
+def stored_matcher(db: sqlite_utils.Database) -> Matcher | None:
+    """A matcher over the store's catalogue, or None when it has none: events ingested after a spec was given
+    once (`serve --openapi`, `remap --openapi`) keep being mapped without naming it again."""
+    try:
+        return Matcher(stored_catalogue(db))
+    except StoreError:
+        return None
 
 
 def remap(

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from merge.decode import Malformed
 from merge.eventfiles import AuditFile, audit_files, read_files
+from merge.openapi.stored import stored_matcher
 from merge.store import open_store
 from sink.commands import db_option
 from sink.importer import import_files
@@ -85,7 +86,8 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
     FILES are audit logs: JSON lines, EventList or Event documents, JSON arrays, AKS diagnostic records;
     plain or gzip-compressed (.log, .json, .jsonl, .gz). A directory stands for every file under it.
     Items that are not valid events are quarantined with their file and line; a file that is not audit data
-    is reported and the others are still read. Exits 1 if any file could not be read.
+    is reported and the others are still read. Events are mapped to endpoints when the store holds a
+    catalogue (`auditcov remap --openapi SOURCE` stores one). Exits 1 if any file could not be read.
 
     \b
     Example:
@@ -93,7 +95,8 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
     """
     check_run_name(run)
     files_to_read = audit_files(files)
-    ingestor = Ingestor(open_store(db_path), keep_bodies=keep_bodies)
+    db = open_store(db_path)
+    ingestor = Ingestor(db, keep_bodies=keep_bodies, matcher=stored_matcher(db))
     with _FileProgress(files_to_read, "importing") as progress:
 
         def on_batch(result) -> None:
