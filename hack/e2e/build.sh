@@ -10,26 +10,16 @@
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
-CACHE=${AUDITCOV_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/auditcov-e2e}
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
 BIN=$CACHE/bin/$KUBE_VERSION
-
-export GOMODCACHE=$CACHE/gomod GOCACHE=$CACHE/gobuild GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 mkdir -p "$BIN"
 
 # The wrapper modules are generated from the real go.mod of the pinned release (see gen_gomod.py).
-kube_gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+kube_gomod=$(go_mod_of "k8s.io/kubernetes@$KUBE_VERSION")
 python3 "$HERE/gen_gomod.py" kube "$kube_gomod" "$KUBE_VERSION" "$HERE/kube"
 python3 "$HERE/gen_gomod.py" etcd "$kube_gomod" "$HERE/etcd"
-
-# /version and the e2e user agent report these. The module zip carries no git commit, so gitCommit is left
-# empty (client-go then says "unknown") rather than made up.
-IFS=. read -r major minor _ <<<"${KUBE_VERSION#v}"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-  ldflags+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean"
-done
+ldflags=$(version_ldflags "$KUBE_VERSION")
 
 # build NAME DIR GO-SUBCOMMAND ARGS...: skip when the binary exists; otherwise time the build.
 build() {
@@ -39,10 +29,8 @@ build() {
     echo "$name: cached" >&2
     return
   fi
-  local start=$SECONDS
-  (cd "$dir" && nice -n 10 go "$subcommand" -o "$BIN/$name.partial" "$@")
+  (cd "$dir" && timed "$name" go "$subcommand" -o "$BIN/$name.partial" "$@")
   mv "$BIN/$name.partial" "$BIN/$name"
-  echo "$name: built in $((SECONDS - start))s" >&2
 }
 
 build etcd "$HERE/etcd" build -trimpath go.etcd.io/etcd/server/v3
