@@ -21,7 +21,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -33,7 +32,7 @@ from merge.stats import store_stats
 from merge.store import open_store, open_store_readonly
 from sink.ingest import Ingestor, Matcher, check_run_name, now_us
 from sink.metrics import CONTENT_TYPE, Metrics
-from sink.settings import Settings, SettingsError
+from sink.settings import Settings, read_token
 from sink.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -114,19 +113,6 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
     return app
-
-
-def read_token(path: str, setting: str) -> str:
-    """The bearer token in `path` (surrounding whitespace removed), or "" when no file is set."""
-    if not path:
-        return ""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(f"{setting} {path}: {exc.strerror}") from None
-    if not token:
-        raise SettingsError(f"{setting} {path} is empty")
-    return token
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:

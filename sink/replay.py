@@ -23,6 +23,7 @@ import orjson
 
 from merge.decode import Malformed
 from merge.errors import AuditcovError
+from sink.settings import read_token
 
 #: The apiserver's default batch size (`--audit-webhook-batch-max-size`).
 DEFAULT_BATCH_SIZE = 400
@@ -72,14 +73,7 @@ class Target:
             raise ReplayError(f"--to {url!r}: the sink URL must start with http:// or https://")
         if (cert_file is None) != (key_file is None):
             raise ReplayError("--cert and --key go together: give both or neither")
-        token = None
-        if token_file is not None:
-            try:
-                token = Path(token_file).read_text().strip()
-            except OSError as exc:
-                raise ReplayError(f"{token_file}: cannot read the token: {exc.strerror}") from exc
-            if not token:
-                raise ReplayError(f"{token_file}: the token file is empty")
+        token = read_token(str(token_file), "--token") if token_file is not None else None
         context = None
         if url.startswith("https://"):
             try:
