@@ -152,11 +152,12 @@ def serve(settings: Settings, *, out: Callable[[str], None] = print) -> None:
     async def main() -> None:
         sink = await start_sink(settings)
         _tune_interpreter()
-        out(banner(settings, sink.url))
+        # Handlers first: whoever reads the banner may signal at once, and must get a drain, not a kill.
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        out(banner(settings, sink.url))
         await stopping.wait()
         out("auditcov sink stopping: finishing in-flight batches")
         await sink.stop()
