@@ -14,6 +14,9 @@
 #   with the release's own openapi-gen (k8s.io/kube-openapi at the version 1.18 pins) over the packages that
 #   carry a `+k8s:openapi-gen=` tag, as build/root/Makefile.generated_files does, into a writable copy of the
 #   module that the wrapper module then uses.
+# And one thing keeps the built binary from working: github.com/modern-go/reflect2 v1.0.1 (pinned by 1.18) lays
+# out Go's map iterator as Go 1.17 did, so json-iterator crashes (nil pointer in runtime maps.(*Iter).Next) on
+# the first custom resource it encodes. reflect2 v1.0.2 with json-iterator v1.1.12 is the upstream fix.
 set -euo pipefail
 
 KUBE_VERSION=v1.18.19
@@ -42,6 +45,8 @@ fi
 (
   cd "$WRAPPER"
   go mod edit -replace vbom.ml/util=github.com/fvbommel/util@v0.0.0-20160121211510-db5cfe13f5cc
+  go mod edit -replace github.com/modern-go/reflect2=github.com/modern-go/reflect2@v1.0.2
+  go mod edit -replace github.com/json-iterator/go=github.com/json-iterator/go@v1.1.12
   go mod edit -replace "k8s.io/kubernetes=$SRC"
 )
 

@@ -2,7 +2,8 @@
 
 `ControlPlane` starts etcd, kube-apiserver and kube-controller-manager (built by hack/e2e/build.sh) in one work
 directory, with real certificates (trustme), a service-account signing key, an admin client certificate, a
-Metadata-level audit policy, the audit log file and an audit webhook (mTLS) pointing at a URL it is given.
+Metadata-level audit policy and the audit log file, plus the audit flags it is given: `webhook_audit` makes those
+for a static audit webhook (mTLS) at a URL; `DYNAMIC_AUDIT` those for a 1.18 apiserver's AuditSink objects.
 Everything listens on 127.0.0.1 only; `stop()` ends exactly the processes it started.
 """
 
@@ -31,14 +32,24 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "e2e
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]}
 
 
-def binary_dir() -> Path:
-    """Where hack/e2e/build.sh puts the binaries (AUDITCOV_E2E_BIN overrides)."""
-    if "AUDITCOV_E2E_BIN" in os.environ:
+#: Dynamic audit (Kubernetes 1.13 to 1.18): AuditSink objects register webhooks at run time. 1.18 also still
+#: serves plain HTTP on 127.0.0.1:8080 unless told not to.
+DYNAMIC_AUDIT = [
+    "--audit-dynamic-configuration",
+    "--feature-gates=DynamicAuditing=true",
+    "--runtime-config=auditregistration.k8s.io/v1alpha1=true",
+    "--insecure-port=0",
+]
+
+
+def binary_dir(version: str = KUBE_VERSION) -> Path:
+    """Where hack/e2e/build.sh puts a release's binaries (AUDITCOV_E2E_BIN overrides for the pinned one)."""
+    if "AUDITCOV_E2E_BIN" in os.environ and version == KUBE_VERSION:
         return Path(os.environ["AUDITCOV_E2E_BIN"])
     cache = os.environ.get("AUDITCOV_E2E_CACHE") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "auditcov-e2e"
     )
-    return Path(cache, "bin", KUBE_VERSION)
+    return Path(cache, "bin", version)
 
 
 def missing_binaries() -> list[str]:
@@ -149,20 +160,40 @@ def wait_until(what: str, ready, process: Process, timeout: float = 120) -> None
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {process.log}")
 
 
-class ControlPlane:
-    """etcd + kube-apiserver (+ kube-controller-manager) on loopback, auditing to a file and to `webhook_url`."""
+def webhook_audit(work: Path, certs: Certificates, url: str, mode: str) -> list[str]:
+    """kube-apiserver flags that send every audit event to `url` in `mode` (batch, blocking), with a client
+    certificate (mTLS) and the server checked against the test CA."""
+    client = certs.issue("audit-webhook-client", user="kube-apiserver-audit")
+    config = write_kubeconfig(work / "audit-webhook.kubeconfig", url, certs.ca, *_pair(client))
+    return [
+        f"--audit-webhook-config-file={config}",
+        f"--audit-webhook-mode={mode}",
+        # Shorter than the 30s default so events arrive while the test runs, not all at shutdown.
+        "--audit-webhook-batch-max-wait=2s",
+        # Without it, watches still open at SIGTERM complete after the audit webhook has shut down, and the
+        # apiserver drops their ResponseComplete events (logged as "audit backend shut down").
+        "--shutdown-watch-termination-grace-period=10s",
+    ]
 
-    def __init__(self, work: Path, certs: Certificates, webhook_url: str, webhook_mode: str) -> None:
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) on loopback, auditing to a file and as `audit_flags` say.
+
+    `apiserver` is another kube-apiserver binary (an older release); the controller manager is then not
+    started, since the pinned one may not run against an older apiserver.
+    """
+
+    def __init__(self, work: Path, certs: Certificates, audit_flags: list[str], apiserver: Path | None = None) -> None:
         self.work = work
         self.certs = certs
         self.bin = binary_dir()
+        self._apiserver = apiserver
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.audit_log = work / "audit.log"
         self.admin = certs.issue("admin", user="auditcov-e2e-admin", groups="system:masters")
         self.kubeconfig = write_kubeconfig(work / "admin.kubeconfig", self.server, certs.ca, *_pair(self.admin))
-        self._webhook_url = webhook_url
-        self._webhook_mode = webhook_mode
+        self._audit_flags = audit_flags
         self._processes: list[Process] = []
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -171,7 +202,8 @@ class ControlPlane:
         try:
             self._start_etcd()
             self._start_apiserver()
-            self._start_controller_manager()
+            if self._apiserver is None:
+                self._start_controller_manager()
         except BaseException:
             self.stop()
             raise
@@ -182,9 +214,19 @@ class ControlPlane:
             self._processes.pop().stop()
 
     def stop_apiserver(self) -> int:
-        """Stop the controller manager and the apiserver, leaving etcd; returns the apiserver's exit status."""
+        """Stop the controller manager, let the apiserver go idle, then stop it, leaving etcd; returns the
+        apiserver's exit status.
+
+        A request still running when the apiserver shuts down can finish after its audit backends have closed,
+        and its ResponseComplete event is then dropped (logged as "audit backend shut down"): waiting for the
+        requests of the stopped controller manager to end first keeps the shutdown from losing events.
+        """
         while self._processes and self._processes[-1].name != "kube-apiserver":
             self._processes.pop().stop()
+        apiserver = self._processes[-1]
+        # Requests executing now, per priority level (API Priority and Fairness); the scrape itself is one.
+        executing = "apiserver_flowcontrol_current_executing_requests"
+        wait_until("an idle apiserver", lambda: self.metric(executing) <= 1, apiserver)
         return self._processes.pop().stop()
 
     def _spawn(self, name: str, argv: list[str]) -> Process:
@@ -213,17 +255,13 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         serving = self.certs.issue("apiserver", "127.0.0.1", "localhost", user="kube-apiserver")
-        webhook_client = self.certs.issue("audit-webhook-client", user="kube-apiserver-audit")
-        webhook_config = write_kubeconfig(
-            self.work / "audit-webhook.kubeconfig", self._webhook_url, self.certs.ca, *_pair(webhook_client)
-        )
         policy = self.work / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         self.sa_key = service_account_key(self.work / "service-account.key")
         apiserver = self._spawn(
             "kube-apiserver",
             [
-                str(self.bin / "kube-apiserver"),
+                str(self._apiserver or self.bin / "kube-apiserver"),
                 f"--etcd-servers={self.etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
@@ -242,13 +280,7 @@ class ControlPlane:
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
-                f"--audit-webhook-config-file={webhook_config}",
-                f"--audit-webhook-mode={self._webhook_mode}",
-                # Shorter than the 30s default so events arrive while the test runs, not all at shutdown.
-                "--audit-webhook-batch-max-wait=2s",
-                # Without it, watches still open at SIGTERM complete after the audit webhook has shut down, and
-                # the apiserver drops their ResponseComplete events (logged as "audit backend shut down").
-                "--shutdown-watch-termination-grace-period=10s",
+                *self._audit_flags,
             ],
         )
         wait_until("kube-apiserver", lambda: self.get("/readyz") == b"ok", apiserver)

@@ -22,18 +22,22 @@ import os
 import re
 import shutil
 import sqlite3
-import ssl
 import subprocess
-import sys
-import urllib.request
 import xml.etree.ElementTree as ET
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
-from controlplane import Certificates, ControlPlane, Process, binary_dir, free_port, missing_binaries, wait_until
+from controlplane import (
+    Certificates,
+    ControlPlane,
+    binary_dir,
+    free_port,
+    missing_binaries,
+    webhook_audit,
+)
+from traffic import KUBECTL_COMMANDS, auditcov, logged_events, start_auditcov, stored_events
 
 REPO = Path(__file__).resolve().parents[2]
 FOCUS = Path(__file__).with_name("focus.txt")
@@ -44,50 +48,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skipif(not ENABLED, reason="end-to-end test: run it with `make e2e` (sets AUDITCOV_E2E=1)"),
-]
-
-#: kubectl traffic before the e2e tests: discovery, a namespace, a ConfigMap's life, a CRD and one of its
-#: objects (created after auditcov fetched the spec, so it exercises the "not in the spec" path), raw
-#: non-resource URLs, an access review.
-CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.e2e.auditcov.io}
-spec:
-  group: e2e.auditcov.io
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"""
-WIDGET = """
-apiVersion: e2e.auditcov.io/v1
-kind: Widget
-metadata: {name: first, namespace: auditcov-kubectl}
-spec: {size: 3}
-"""
-KUBECTL_COMMANDS: list[tuple[list[str], str | None]] = [
-    (["version", "-o", "json"], None),
-    (["api-resources"], None),
-    (["create", "namespace", "auditcov-kubectl"], None),
-    (["-n", "auditcov-kubectl", "create", "configmap", "settings", "--from-literal=mode=e2e"], None),
-    (["-n", "auditcov-kubectl", "get", "configmap", "settings", "-o", "yaml"], None),
-    (["-n", "auditcov-kubectl", "label", "configmap", "settings", "tier=test"], None),
-    (["-n", "auditcov-kubectl", "patch", "configmap", "settings", "-p", '{"data":{"mode":"patched"}}'], None),
-    (["-n", "auditcov-kubectl", "get", "configmaps", "--watch=false", "-l", "tier=test"], None),
-    (["apply", "-f", "-"], CRD),
-    (["wait", "--for=condition=Established", "crd/widgets.e2e.auditcov.io", "--timeout=60s"], None),
-    (["apply", "-f", "-"], WIDGET),
-    (["-n", "auditcov-kubectl", "get", "widgets"], None),
-    (["get", "--raw", "/healthz"], None),
-    (["get", "--raw", "/version"], None),
-    (["auth", "can-i", "create", "pods"], None),
-    (["-n", "auditcov-kubectl", "delete", "configmap", "settings"], None),
-    (["delete", "crd", "widgets.e2e.auditcov.io"], None),
-    (["delete", "namespace", "auditcov-kubectl", "--wait=false"], None),
 ]
 
 
@@ -125,18 +85,6 @@ class Outcome:
     apiserver_log: Path
 
 
-def auditcov(*args: str) -> subprocess.CompletedProcess:
-    """Run the installed `auditcov` CLI (the same console script users run); failing raises with its stderr."""
-    done = subprocess.run([auditcov_path(), *args], capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"auditcov {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done
-
-
-def auditcov_path() -> str:
-    return str(Path(sys.executable).with_name("auditcov"))
-
-
 def junit_results(report_dir: Path) -> tuple[list[str], list[str]]:
     """(passed, failed) test names from e2e.test's JUnit reports; skipped specs and suite nodes are neither.
 
@@ -151,33 +99,6 @@ def junit_results(report_dir: Path) -> tuple[list[str], list[str]]:
             failing = case.find("failure") is not None or case.find("error") is not None
             (failed if failing else passed).append(name.removeprefix("[It] "))
     return passed, failed
-
-
-def start_auditcov(work: Path, certs: Certificates, port: int, *spec: str) -> Process:
-    """`auditcov serve` over mTLS on 127.0.0.1:`port`, storing into work/auditcov.db; `spec` adds flags."""
-    serving = certs.issue("auditcov", "127.0.0.1", user="auditcov")
-    sink = Process(
-        "auditcov",
-        [
-            auditcov_path(),
-            "serve",
-            f"--listen=127.0.0.1:{port}",
-            f"--db={work / 'auditcov.db'}",
-            f"--tls-cert={serving.cert}",
-            f"--tls-key={serving.key}",
-            f"--client-ca={certs.ca}",
-            *spec,
-        ],
-        work,
-    )
-    probe = certs.client_context(certs.issue("probe", user="probe"))
-    wait_until("auditcov", lambda: _status(f"https://127.0.0.1:{port}/readyz", probe) == 200, sink)
-    return sink
-
-
-def _status(url: str, context: ssl.SSLContext) -> int:
-    with urllib.request.urlopen(url, context=context, timeout=5) as response:
-        return response.status
 
 
 def run_e2e(plane: ControlPlane, work: Path) -> Path:
@@ -221,7 +142,7 @@ def outcome(request) -> Outcome:
     store = work / "auditcov.db"
     certs = Certificates(work / "pki")
     port = free_port()
-    plane = ControlPlane(work, certs, f"https://127.0.0.1:{port}/v1/audit/{run}", mode)
+    plane = ControlPlane(work, certs, webhook_audit(work, certs, f"https://127.0.0.1:{port}/v1/audit/{run}", mode))
     live_spec = ["--openapi=auto", f"--kubeconfig={plane.kubeconfig}"]
     remap = ["remap", f"--db={store}", f"--run={run}"]
     sink = None
@@ -258,22 +179,6 @@ def outcome(request) -> Outcome:
         audit_events,
         work / "kube-apiserver.log",
     )
-
-
-def logged_events(audit_log: Path) -> Counter:
-    """(auditID, stage) -> how many times the apiserver's audit log file holds it."""
-    keys: Counter = Counter()
-    with audit_log.open("rb") as lines:
-        for line in lines:
-            event = orjson.loads(line)
-            keys[(event["auditID"], event["stage"])] += 1
-    return keys
-
-
-def stored_events(store: Path, run: str) -> Counter:
-    with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT audit_id, stage FROM events WHERE run = ?", (run,)).fetchall()
-    return Counter(rows)
 
 
 def test_every_focused_test_ran_and_passed(outcome: Outcome) -> None:
@@ -323,7 +228,7 @@ def test_report_lists_every_test_with_endpoints(outcome: Outcome) -> None:
     """Every test that ran is in `auditcov report --format json` under its exact name, with endpoints its own
     client hit, and flagged conformance exactly when its name says [Conformance]."""
     report_path = outcome.work / "report.json"
-    auditcov("report", "--format", "json", f"--db={outcome.store}", f"--run={outcome.run}", f"-o={report_path}")
+    auditcov("report", "--format", "json", f"--db={outcome.store}", f"--run={outcome.run}", f"--output={report_path}")
     report = orjson.loads(report_path.read_bytes())
     tests = {test["test"]: test for test in report["tests"]}
     assert report["totals"]["unmapped_events"] == 0

@@ -1,0 +1,178 @@
+"""Dynamic audit (Kubernetes 1.13 to 1.18): auditcov registered through an `AuditSink` object, not a flag.
+
+A v1.18.19 kube-apiserver (hack/e2e/build-1.18.sh) runs with the DynamicAuditing gate and the
+auditregistration.k8s.io/v1alpha1 API on; auditcov is registered by creating an AuditSink whose webhook is
+auditcov's URL with the test CA as caBundle. AuditSink webhooks carry no client credentials (clientConfig has
+only a URL or service and a CA bundle), so auditcov serves plain TLS here, without a client CA.
+
+A dynamic sink only hears what happens while it is registered, so "nothing lost" is checked over a window:
+from the first event auditcov stored to the end of the kubectl traffic. Within it, every auditID+stage of the
+apiserver's own audit log must reach auditcov's store (the dynamic backend batches for up to 30 s, so the test
+waits for that before it deletes the AuditSink: deleting it drops what the sink's buffer still holds); at no
+time may auditcov hold an event the log lacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from controlplane import DYNAMIC_AUDIT, Certificates, ControlPlane, binary_dir, free_port
+from traffic import KUBECTL_COMMANDS, start_auditcov, stored_events
+
+from merge.events import parse_time
+
+KUBE_VERSION = "v1.18.19"
+REPO = Path(__file__).resolve().parents[2]
+OUT = Path(os.environ.get("AUDITCOV_E2E_OUT", REPO / "build" / "e2e")) / "dynamic"
+RUN = "e2e-dynamic"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("AUDITCOV_E2E") != "1", reason="end-to-end test: run it with `make e2e`"),
+]
+
+
+def audit_sink(url: str, ca: Path) -> str:
+    """An AuditSink that sends every stage of every request, at Metadata level, to `url`."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "auditregistration.k8s.io/v1alpha1",
+            "kind": "AuditSink",
+            "metadata": {"name": "auditcov"},
+            "spec": {
+                "policy": {"level": "Metadata", "stages": ["RequestReceived", "ResponseStarted", "ResponseComplete"]},
+                # The default throttle (10 qps) would delay batches; the point here is what arrives.
+                "webhook": {
+                    "throttle": {"qps": 100, "burst": 200},
+                    "clientConfig": {"url": url, "caBundle": base64.b64encode(ca.read_bytes()).decode()},
+                },
+            },
+        }
+    )
+
+
+@dataclass
+class Outcome:
+    store: Path
+    log: list[dict]
+    window: tuple[int, int]  # first event auditcov stored .. end of the traffic, microseconds since the epoch
+    audit_errors: float
+    apiserver_log: Path
+
+
+def logged_in(audit_log: Path, window: tuple[int, int]) -> set[tuple[str, str]]:
+    """(auditID, stage) of the logged events received and finished within `window`."""
+    start, end = window
+    events = (orjson.loads(line) for line in audit_log.read_bytes().splitlines())
+    return {
+        (e["auditID"], e["stage"])
+        for e in events
+        if parse_time(e["requestReceivedTimestamp"]) >= start and parse_time(e["stageTimestamp"]) <= end
+    }
+
+
+def first_stored_us(store: Path) -> int:
+    with sqlite3.connect(store) as db:
+        return db.execute("SELECT min(received_us) FROM events WHERE run = ?", (RUN,)).fetchone()[0]
+
+
+def wait_for_first_event(store: Path, timeout: float = 60) -> None:
+    """The AuditSink takes effect when the apiserver's informer sees it: wait until auditcov stored something."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.exists() and stored_events(store, RUN):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no event reached auditcov within {timeout:.0f}s of creating the AuditSink")
+
+
+def run_traffic(plane: ControlPlane, certs: Certificates, port: int) -> tuple[tuple[int, int], float]:
+    """Start the apiserver and auditcov, register auditcov, run the kubectl commands, unregister, stop both.
+
+    Returns the window checked and apiserver_audit_error_total (scraped before the apiserver stops)."""
+    sink = None
+    try:
+        plane.start()
+        sink = start_auditcov(OUT, certs, port, "--openapi=auto", f"--kubeconfig={plane.kubeconfig}", mtls=False)
+        plane.kubectl("apply", "-f", "-", stdin=audit_sink(f"https://127.0.0.1:{port}/v1/audit/{RUN}", certs.ca))
+        wait_for_first_event(OUT / "auditcov.db")
+        for args, stdin in KUBECTL_COMMANDS:
+            plane.kubectl(*args, stdin=stdin)
+        window = (first_stored_us(OUT / "auditcov.db"), time.time_ns() // 1000)
+        wait_for_window(plane.audit_log, OUT / "auditcov.db", window)
+        audit_errors = plane.metric("apiserver_audit_error_total")
+        plane.kubectl("delete", "auditsink", "auditcov")
+        plane.stop_apiserver()
+        sink.stop()
+    finally:
+        plane.stop()
+        if sink is not None:
+            sink.stop()
+    return window, audit_errors
+
+
+def wait_for_window(audit_log: Path, store: Path, window: tuple[int, int], timeout: float = 90) -> None:
+    """Wait (past the dynamic backend's 30 s batch wait) until every event logged in `window` is stored."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and logged_in(audit_log, window) - stored_events(store, RUN).keys():
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def outcome() -> Outcome:
+    apiserver = binary_dir(KUBE_VERSION) / "kube-apiserver"
+    if not apiserver.exists():
+        pytest.fail(f"{apiserver} is not built; run hack/e2e/build-1.18.sh (make e2e does)")
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    certs = Certificates(OUT / "pki")
+    port = free_port()
+    plane = ControlPlane(OUT, certs, DYNAMIC_AUDIT, apiserver=apiserver)
+    # kubectl 1.36's `wait` asks for a streamed initial list (WatchList), which a 1.18 server never finishes.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KUBE_FEATURE_WatchListClient", "false")
+        window, audit_errors = run_traffic(plane, certs, port)
+    log = [orjson.loads(line) for line in plane.audit_log.read_bytes().splitlines()]
+    return Outcome(OUT / "auditcov.db", log, window, audit_errors, OUT / "kube-apiserver.log")
+
+
+def test_nothing_lost_while_registered(outcome: Outcome) -> None:
+    expected = logged_in(OUT / "audit.log", outcome.window)
+    assert len(expected) > 100
+    missing = expected - stored_events(outcome.store, RUN).keys()
+    assert not missing, f"{len(missing)} events logged while the AuditSink was registered never reached auditcov"
+
+
+def test_nothing_extra(outcome: Outcome) -> None:
+    logged = {(e["auditID"], e["stage"]) for e in outcome.log}
+    extra = stored_events(outcome.store, RUN).keys() - logged
+    assert not extra, f"{len(extra)} events in auditcov are not in the audit log, e.g. {sorted(extra)[:5]}"
+
+
+def test_kubectl_traffic_arrived_mapped(outcome: Outcome) -> None:
+    with sqlite3.connect(outcome.store) as db:
+        rows = db.execute(
+            "SELECT operation_id FROM events WHERE run = ? AND client = 'kubectl' AND verb = 'create' "
+            "AND request_uri LIKE '/api/v1/namespaces/auditcov-kubectl/configmaps%' AND stage = 'ResponseComplete'",
+            (RUN,),
+        ).fetchall()
+        unexplained = db.execute(
+            "SELECT count(*) FROM events WHERE run = ? AND operation_id IS NULL AND unmatched_reason IS NULL", (RUN,)
+        ).fetchone()[0]
+    assert rows == [("createCoreV1NamespacedConfigMap",)]
+    assert unexplained == 0
+
+
+def test_apiserver_reports_no_audit_errors(outcome: Outcome) -> None:
+    assert outcome.audit_errors == 0
+    assert "Error in audit plugin" not in outcome.apiserver_log.read_text(errors="replace")
