@@ -31,11 +31,11 @@ bench: $(VENV)/.test-extras
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/match.py
 
-# End to end against a real kube-apiserver (see hack/e2e/build.sh, tests/e2e/): builds what is missing
-# (first run: modules and a cold Go build cache), then runs the acceptance test, and prints how long it took.
+# End to end against a real kube-apiserver (see hack/e2e/build*.sh, tests/e2e/): builds what is missing
+# (first run: modules and a cold Go build cache), then runs the acceptance tests, and prints how long it took.
 e2e: $(VENV)/.test-extras
 	@start=$$(date +%s); \
-	hack/e2e/build.sh && \
+	hack/e2e/build.sh && hack/e2e/build-1.18.sh && \
 	AUDITCOV_E2E=1 $(BIN)/python -m pytest -q -m e2e tests/e2e; \
 	status=$$?; echo "make e2e: $$(( $$(date +%s) - start ))s"; exit $$status
 
