@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import chain
 from typing import Protocol
 
 import orjson
@@ -39,9 +42,10 @@ EVENT_COLUMNS = (
     "stage_us", "client", "test", "operation_id", "unmatched_reason", "annotations", "request_object",
     "response_object",
 )  # fmt: skip
-_INSERT_EVENTS = (
-    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-)
+#: Rows per INSERT statement. sqlite3 holds the GIL to bind a statement's parameters and releases it while
+#: SQLite runs the statement, so many rows per statement let the writer thread insert a whole chunk beside the
+#: event loop's parsing instead of waiting for the GIL once per row.
+_ROWS_PER_INSERT = 256
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -153,26 +157,15 @@ class Ingestor:
         run = batch.run
         conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, batch.received_us))
         before = conn.total_changes
-        conn.executemany(_INSERT_EVENTS, batch.events)
+        _insert_or_ignore(conn, "events", EVENT_COLUMNS, batch.events)
         accepted = conn.total_changes - before
         duplicates = len(batch.events) - accepted
         if duplicates:
             conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE name = ?", (duplicates, run))
-        if batch.tests:
-            conn.executemany(
-                "INSERT OR IGNORE INTO tests (run, name, tags, conformance) VALUES (?, ?, ?, ?)",
-                [(run, name, tags, conformance) for name, (tags, conformance) in batch.tests.items()],
-            )
-        if batch.namespaces:
-            conn.executemany(
-                "INSERT OR IGNORE INTO namespaces (run, namespace, test, created_us) VALUES (?, ?, ?, ?)",
-                batch.namespaces,
-            )
-        if batch.quarantine:
-            conn.executemany(
-                "INSERT OR IGNORE INTO quarantine (run, received_us, reason, raw, digest) VALUES (?, ?, ?, ?, ?)",
-                batch.quarantine,
-            )
+        tests = [(run, name, tags, conformance) for name, (tags, conformance) in batch.tests.items()]
+        _insert_or_ignore(conn, "tests", ("run", "name", "tags", "conformance"), tests)
+        _insert_or_ignore(conn, "namespaces", ("run", "namespace", "test", "created_us"), batch.namespaces)
+        _insert_or_ignore(conn, "quarantine", ("run", "received_us", "reason", "raw", "digest"), batch.quarantine)
         return IngestResult(accepted, duplicates, len(batch.quarantine))
 
     def record_marker(self, run: str, test: str, event: str, at_us: int) -> None:
@@ -206,6 +199,24 @@ class Ingestor:
         name = event.name or _object_name(item.get("responseObject")) or _object_name(item.get("requestObject"))
         if name:
             batch.namespaces.append((batch.run, name, test, event.received_us))
+
+
+def _insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT OR IGNORE `rows` into `table` in order, `_ROWS_PER_INSERT` per statement (the rest in halving
+    chunks, so that only a few distinct statements exist and sqlite3's statement cache keeps them compiled)."""
+    size = min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
+    start = 0
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        conn.execute(_insert_sql(table, columns, size), tuple(chain.from_iterable(rows[start : start + size])))
+        start += size
+
+
+@cache
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
 
 
 def _test_row(tags: tuple[str, ...]) -> tuple[str, int]:

@@ -58,6 +58,18 @@ def test_a_batch_stored_twice_is_stored_once_and_counted_as_duplicates(ingestor)
     assert ingestor.ingest("r", untimed).duplicates == 1
 
 
+def test_a_large_batch_is_stored_in_order_with_its_duplicates_counted(ingestor):
+    # Larger than the rows one INSERT statement takes, and not a multiple of it: every row goes in once, in order.
+    earlier = [event(f"e{n}") for n in range(0, 700, 7)]
+    assert ingestor.ingest("r", earlier).accepted == 100
+    batch = [event(f"e{n}", verb="list") for n in range(700)] + [event("e3"), event("e699")]
+    assert ingestor.ingest("r", batch).as_dict() == {"accepted": 600, "duplicates": 102, "quarantined": 0}
+    rows = ingestor.db.conn.execute("SELECT audit_id, verb FROM events ORDER BY id").fetchall()
+    assert rows[:100] == [(f"e{n}", "watch") for n in range(0, 700, 7)]
+    assert rows[100:] == [(f"e{n}", "list") for n in range(700) if n % 7]
+    assert store_stats(ingestor.db, "r")["duplicates"] == 102
+
+
 def test_invalid_items_are_quarantined_raw_with_reasons_beside_the_good_ones(ingestor):
     batch = [
         event("good-1"),
