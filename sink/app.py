@@ -96,9 +96,11 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     app[SETTINGS] = settings
     db = open_store(settings.db, synchronous=settings.synchronous)
     # A large page cache keeps the events' unique index in memory while millions of rows go in; a larger WAL
-    # between checkpoints writes each hot index page back to the database file less often.
+    # between checkpoints writes each hot index page back to the database file less often. Each batch's
+    # SAVEPOINT journals the pages it changes: in memory, not in a temporary file (that doubled the bytes written).
     db.conn.execute("PRAGMA cache_size = -262144")
     db.conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    db.conn.execute("PRAGMA temp_store = MEMORY")
     app[WRITER] = Writer(db)
     app[INGESTOR] = Ingestor(db, keep_bodies=settings.keep_bodies, matcher=matcher)
     app[METRICS] = Metrics()
