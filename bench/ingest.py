@@ -6,7 +6,8 @@ with fresh auditIDs, a mix of e2e test agents, controllers and kubectl, of verbs
 timestamps moving forward. Every batch holds new events, so every one is stored, and each answer (200) comes
 after its batch is committed. Prints:
 
-- events/s stored (durable), p50/p99 batch latency, the sink's peak RSS (VmHWM), its CPU seconds;
+- events/s stored (durable), p50/p99 batch latency, the sink's peak RSS (VmHWM), its CPU seconds, split between
+  the event loop thread and the store writer, and the bytes it wrote per event; the load average around the run;
 - a parse-only baseline: orjson over the same bodies in this process, and the ratio between the two;
 - a check that the store holds every event sent.
 
@@ -133,9 +134,16 @@ def peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """CPU seconds of a process, or of one of its threads."""
+    stat = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bytes_written(pid: int) -> int:
+    """Bytes the process has passed to write calls (the store's WAL and checkpoints)."""
+    return int(re.search(r"wchar: (\d+)", Path(f"/proc/{pid}/io").read_text()).group(1))
 
 
 async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
@@ -184,9 +192,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         sink, url = start_sink(Path(tmp) / "bench.db", args.synchronous)
         try:
+            load_before = os.getloadavg()[0]
             cpu_before, client_before = cpu_seconds(sink.pid), time.process_time()
+            loop_before, written_before = cpu_seconds(sink.pid, sink.pid), bytes_written(sink.pid)
             wall_s, latencies = asyncio.run(post_all(url, bodies, args.clients))
             sink_cpu = cpu_seconds(sink.pid) - cpu_before
+            loop_cpu = cpu_seconds(sink.pid, sink.pid) - loop_before
+            written = bytes_written(sink.pid) - written_before
+            load_after = os.getloadavg()[0]
             client_cpu = time.process_time() - client_before
             rss = peak_rss_mib(sink.pid)
             stored = asyncio.run(stored_events(url))
@@ -202,7 +215,13 @@ def main() -> None:
         f"sink peak RSS: {rss:.0f} MiB; sink CPU: {sink_cpu:.2f} s for {wall_s:.2f} s wall "
         f"({sink_cpu / events * 1e6:.1f} us/event, {events / sink_cpu:,.0f} events per sink CPU-second)"
     )
+    # The event loop (parsing, attribution) and the writer thread (SQLite) share one GIL.
+    print(
+        f"  of which the event loop thread {loop_cpu / events * 1e6:.1f} us/event, the other threads (the store "
+        f"writer) {(sink_cpu - loop_cpu) / events * 1e6:.1f} us/event; {written / events:,.0f} bytes written/event"
+    )
     print(f"clients' CPU (this process, sharing the 2 cores): {client_cpu:.2f} s")
+    print(f"load average (1 min) before and after: {load_before:.2f}, {load_after:.2f}")
     print(f"parse-only baseline (orjson.loads of the same bodies): {events / parse_s:,.0f} events/s")
     print(f"ratio sink / parse-only: {rate / (events / parse_s):.2f}")
     print(f"stored: {stored} of {events} events sent")
