@@ -2,8 +2,9 @@
 
 Handlers `await writer.submit(job)`; `job()` runs on the writer thread inside a write transaction
 (`BEGIN IMMEDIATE`). Jobs queued while a transaction is being committed are taken together into the next one
-(group commit), so the cost of a commit is shared by concurrent batches. Each job runs in its own SAVEPOINT: a
-job that fails is rolled back alone and its caller gets the exception; the others still commit. A job's result
+(group commit), so the cost of a commit is shared by concurrent batches. Each job of a group runs in its own
+SAVEPOINT: a job that fails is rolled back alone and its caller gets the exception; the others still commit (a job
+alone in its transaction needs no SAVEPOINT: the transaction is rolled back instead). A job's result
 is delivered only after COMMIT returns, which is what lets the sink answer 2xx only for durable data.
 
 Nothing here runs on the event loop: a commit (an fsync with synchronous=FULL) never blocks it.
@@ -83,22 +84,31 @@ class Writer:
         done: list[tuple[concurrent.futures.Future, object]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Each statement hands the GIL over and waits to get it back while the event loop parses, so a lone
+            # job goes without the SAVEPOINT and RELEASE that only set it apart from others.
+            isolate = len(group) > 1
             for job, future in group:
                 # A caller that gave up (cancelled) gets nothing written on its behalf.
                 if not future.set_running_or_notify_cancel():
                     continue
-                conn.execute("SAVEPOINT job")
+                if isolate:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = job()
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
+                    if isolate:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    else:
+                        conn.execute("ROLLBACK")
                     future.set_exception(exc)
                     continue
-                conn.execute("RELEASE job")
+                if isolate:
+                    conn.execute("RELEASE job")
                 done.append((future, result))
-            conn.execute("COMMIT")
-            self.transactions += 1
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+                self.transactions += 1
         except sqlite3.Error as exc:
             log.exception("store transaction failed")
             if conn.in_transaction:

@@ -60,6 +60,19 @@ async def test_a_failing_job_is_rolled_back_alone(writer):
     assert writer.db.conn.execute("SELECT n FROM t ORDER BY n").fetchall() == [(1,), (2,)]
 
 
+async def test_a_failing_job_alone_in_its_transaction_is_rolled_back(writer):
+    def half_then_fail():
+        writer.db.conn.execute("INSERT INTO t (n) VALUES (100)")
+        raise ValueError("bad job")
+
+    with pytest.raises(ValueError, match="bad job"):
+        await writer.submit(half_then_fail)
+    assert not writer.db.conn.in_transaction
+    assert await writer.submit(insert(writer, 1)) == 1
+    assert writer.db.conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    assert writer.transactions == 1
+
+
 async def test_close_commits_what_is_queued(writer, tmp_path):
     tasks = [asyncio.create_task(writer.submit(insert(writer, n))) for n in range(5)]
     await asyncio.sleep(0)
