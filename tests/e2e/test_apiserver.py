@@ -18,7 +18,6 @@ error, not a skip. Everything it writes stays in build/e2e/<mode>/ for inspectio
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
@@ -37,18 +36,11 @@ from controlplane import (
     missing_binaries,
     webhook_audit,
 )
-from traffic import KUBECTL_COMMANDS, auditcov, logged_events, start_auditcov, stored_events
+from traffic import E2E_MARKS, KUBECTL_COMMANDS, OUT, auditcov, logged_events, start_auditcov, stored_events
 
-REPO = Path(__file__).resolve().parents[2]
 FOCUS = Path(__file__).with_name("focus.txt")
-OUT = Path(os.environ.get("AUDITCOV_E2E_OUT", REPO / "build" / "e2e"))
-ENABLED = os.environ.get("AUDITCOV_E2E") == "1"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(not ENABLED, reason="end-to-end test: run it with `make e2e` (sets AUDITCOV_E2E=1)"),
-]
+pytestmark = E2E_MARKS
 
 
 def focus_tests() -> list[str]:
@@ -171,7 +163,7 @@ def outcome(request) -> Outcome:
         mode,
         run,
         work,
-        work / "auditcov.db",
+        store,
         plane.audit_log,
         passed,
         failed,

@@ -15,7 +15,6 @@ time may auditcov hold an event the log lacks.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sqlite3
 import time
@@ -26,20 +25,16 @@ import orjson
 import pytest
 import yaml
 from controlplane import DYNAMIC_AUDIT, Certificates, ControlPlane, binary_dir, free_port
-from traffic import KUBECTL_COMMANDS, start_auditcov, stored_events
+from traffic import E2E_MARKS, KUBECTL_COMMANDS, start_auditcov, stored_events
+from traffic import OUT as E2E_OUT
 
 from merge.events import parse_time
 
 KUBE_VERSION = "v1.18.19"
-REPO = Path(__file__).resolve().parents[2]
-OUT = Path(os.environ.get("AUDITCOV_E2E_OUT", REPO / "build" / "e2e")) / "dynamic"
+OUT = E2E_OUT / "dynamic"
 RUN = "e2e-dynamic"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("AUDITCOV_E2E") != "1", reason="end-to-end test: run it with `make e2e`"),
-]
+pytestmark = E2E_MARKS
 
 
 def audit_sink(url: str, ca: Path) -> str:

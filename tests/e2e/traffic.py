@@ -3,6 +3,7 @@ CLI, the apiserver's audit log and auditcov's store."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import ssl
 import subprocess
@@ -12,7 +13,18 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from controlplane import Certificates, Process, wait_until
+
+#: Where a run leaves everything (logs, audit log, store, JUnit), one folder per session.
+OUT = Path(os.environ.get("AUDITCOV_E2E_OUT", Path(__file__).resolve().parents[2] / "build" / "e2e"))
+
+#: The marks of every end-to-end test: they run only under `make e2e`, which builds the binaries first.
+E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("AUDITCOV_E2E") != "1", reason="end-to-end: run it with `make e2e`"),
+]
 
 #: kubectl traffic before the e2e tests: discovery, a namespace, a ConfigMap's life, a CRD and one of its
 #: objects (created after auditcov fetched the spec, so it exercises the "not in the spec" path), raw
