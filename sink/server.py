@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import uvloop
 from aiohttp import web
 
-from sink.app import DRAIN, init_app
-from sink.catalogue import sink_matcher
+from merge.openapi.live import cluster_version
+from sink.app import DRAIN, INGESTOR, WRITER, init_app
+from sink.catalogue import follow_cluster, sink_matcher
 from sink.ingest import Matcher
 from sink.settings import Settings, SettingsError
 
@@ -41,9 +42,12 @@ class RunningSink:
 
     runner: web.AppRunner
     url: str
+    catalogue_task: asyncio.Task | None = None  # fetching a cluster's catalogue that did not answer at start
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight batches, commit, close the store."""
+        if self.catalogue_task is not None:
+            self.catalogue_task.cancel()
         for site in list(self.runner.sites):
             await site.stop()
         if not await self.runner.app[DRAIN].wait(SHUTDOWN_TIMEOUT_S):
@@ -81,7 +85,11 @@ async def start_sink(settings: Settings, *, matcher: Matcher | None = None) -> R
         raise SettingsError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
     bound_port = runner.addresses[0][1]
     shown_host = f"[{host}]" if ":" in host else host
-    return RunningSink(runner, f"{'https' if context else 'http'}://{shown_host}:{bound_port}")
+    sink = RunningSink(runner, f"{'https' if context else 'http'}://{shown_host}:{bound_port}")
+    if matcher is None and settings.openapi and cluster_version(settings.openapi) is not None:
+        app = runner.app
+        sink.catalogue_task = asyncio.create_task(follow_cluster(settings, app[INGESTOR], app[WRITER]))
+    return sink
 
 
 def banner(settings: Settings, url: str) -> str:

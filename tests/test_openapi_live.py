@@ -3,8 +3,10 @@ that serves the fixture specs as a kube-apiserver serves /openapi/v2 and /openap
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
+import socket
 import ssl
 from pathlib import Path
 
@@ -220,3 +222,51 @@ async def test_the_sink_maps_on_arrival_with_the_catalogue_of_its_cluster(fixtur
         ("listCoreV1NamespacedConfigMap",)
     ]
     store.conn.close()
+
+
+async def test_a_sink_started_before_its_cluster_maps_once_the_cluster_answers(fixtures, tmp_path, server_ca):
+    """Blocking webhook mode: the apiserver cannot finish starting before its webhook answers, so the sink must
+    start first, store events unmapped, and map them (and the ones after) once the catalogue can be fetched."""
+    with socket.socket() as probe:  # a loopback port with nobody listening yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    kubeconfig = _kubeconfig(tmp_path, f"https://127.0.0.1:{port}", {"certificate-authority": "ca.crt"}, {})
+    db = tmp_path / "sink.db"
+    sink = await start_sink(Settings(listen="127.0.0.1:0", db=str(db), openapi="auto", kubeconfig=str(kubeconfig)))
+    apiserver = None
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(audit_id: str, uri: str) -> None:
+                body = event_list([event(audit_id, verb="get", requestURI=uri)])
+                headers = {"Content-Type": "application/json"}
+                async with session.post(f"{sink.url}/v1/audit/r1", data=body, headers=headers) as response:
+                    assert response.status == 200, await response.text()
+
+            await post("before", "/api/v1/namespaces/ns-1/pods/web-1")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_ca.issue_cert("127.0.0.1").configure_cert(context)
+            apiserver = web.AppRunner(_apiserver(fixtures, v3=True, token=None))
+            await apiserver.setup()
+            await web.TCPSite(apiserver, "127.0.0.1", port, ssl_context=context).start()
+            remapped = await asyncio.wait_for(sink.catalogue_task, timeout=30)
+            await post("after", "/apis/apps/v1/namespaces/ns-1/deployments/web")
+    finally:
+        await sink.stop()
+        if apiserver is not None:
+            await apiserver.cleanup()
+    assert (remapped.events, remapped.matched) == (1, 1)
+    store = open_store(db)
+    rows = store.conn.execute("SELECT audit_id, operation_id FROM events ORDER BY audit_id").fetchall()
+    catalogue_rows = store.conn.execute("SELECT COUNT(*) FROM endpoints").fetchone()[0]
+    store.conn.close()
+    assert rows == [("after", "readAppsV1NamespacedDeployment"), ("before", "readCoreV1NamespacedPod")]
+    assert catalogue_rows == 322
+
+
+async def test_a_sink_with_an_unusable_kubeconfig_does_not_start(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        await start_sink(
+            Settings(listen="127.0.0.1:0", db=str(tmp_path / "s.db"), openapi="auto", kubeconfig=str(tmp_path / "no"))
+        )

@@ -8,6 +8,7 @@ when the spec arrived after the events or changed.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from merge.errors import StoreError
 from merge.openapi.catalogue import Catalogue, Endpoint
 from merge.openapi.eligibility import Eligibility
 from merge.openapi.matcher import Matcher
+from merge.store import transaction
 
 CATALOGUE_SOURCE_KEY = "catalogue_source"
 
@@ -34,6 +36,12 @@ class RemapResult:
 
 def save_catalogue(db: sqlite_utils.Database, catalogue: Catalogue, eligibility: Eligibility) -> None:
     """Make `catalogue` the store's catalogue, in one transaction."""
+    with transaction(db.conn) as conn:
+        write_catalogue(conn, catalogue, eligibility)
+
+
+def write_catalogue(conn: sqlite3.Connection, catalogue: Catalogue, eligibility: Eligibility) -> None:
+    """Replace the store's catalogue inside the caller's transaction."""
     rows = [
         (
             e.operation_id,
@@ -53,16 +61,9 @@ def save_catalogue(db: sqlite_utils.Database, catalogue: Catalogue, eligibility:
         )
         for e in catalogue.endpoints.values()
     ]
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("DELETE FROM endpoints")
-        conn.executemany(f"INSERT INTO endpoints VALUES ({', '.join('?' * 14)})", rows)
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CATALOGUE_SOURCE_KEY, catalogue.source))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    conn.execute("DELETE FROM endpoints")
+    conn.executemany(f"INSERT INTO endpoints VALUES ({', '.join('?' * 14)})", rows)
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CATALOGUE_SOURCE_KEY, catalogue.source))
 
 
 def stored_catalogue(db: sqlite_utils.Database) -> Catalogue:
@@ -94,37 +95,46 @@ def remap(
     progress: Callable[[int, int], None] | None = None,
 ) -> RemapResult:
     """Match every stored event (of `run`, or all) again; `progress(done, total)` after each batch."""
-    conn = db.conn
     run_filter, params = ("AND run = ?", (run,)) if run is not None else ("", ())
-    total = conn.execute(f"SELECT COUNT(*) FROM events WHERE 1 {run_filter}", params).fetchone()[0]
+    with transaction(db.conn) as conn:
+        return _remap(conn, matcher, run_filter, params, progress)
+
+
+def map_unmapped(conn: sqlite3.Connection, matcher: Matcher) -> RemapResult:
+    """Match the events stored before there was a matcher, inside the caller's transaction."""
+    return _remap(conn, matcher, "AND operation_id IS NULL AND unmatched_reason IS NULL", (), None)
+
+
+def _remap(
+    conn: sqlite3.Connection,
+    matcher: Matcher,
+    where: str,
+    params: tuple,
+    progress: Callable[[int, int], None] | None,
+) -> RemapResult:
+    total = conn.execute(f"SELECT COUNT(*) FROM events WHERE 1 {where}", params).fetchone()[0]
     result = RemapResult()
     match = matcher.match
     last_id = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # In id order, a batch at a time, so no SELECT is open while its table is updated.
-        while rows := conn.execute(
-            "SELECT id, verb, request_uri, operation_id, unmatched_reason FROM events"
-            f" WHERE id > ? {run_filter} ORDER BY id LIMIT {_CHUNK}",
-            (last_id, *params),
-        ).fetchall():
-            updates = []
-            for event_id, verb, request_uri, old_operation, old_reason in rows:
-                operation_id, reason = match(verb, request_uri)
-                if operation_id is None:
-                    result.unmatched += 1
-                else:
-                    result.matched += 1
-                if (operation_id, reason) != (old_operation, old_reason):
-                    updates.append((operation_id, reason, event_id))
-            conn.executemany("UPDATE events SET operation_id = ?, unmatched_reason = ? WHERE id = ?", updates)
-            result.changed += len(updates)
-            result.events += len(rows)
-            last_id = rows[-1][0]
-            if progress is not None:
-                progress(result.events, total)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    # In id order, a batch at a time, so no SELECT is open while its table is updated.
+    while rows := conn.execute(
+        "SELECT id, verb, request_uri, operation_id, unmatched_reason FROM events"
+        f" WHERE id > ? {where} ORDER BY id LIMIT {_CHUNK}",
+        (last_id, *params),
+    ).fetchall():
+        updates = []
+        for event_id, verb, request_uri, old_operation, old_reason in rows:
+            operation_id, reason = match(verb, request_uri)
+            if operation_id is None:
+                result.unmatched += 1
+            else:
+                result.matched += 1
+            if (operation_id, reason) != (old_operation, old_reason):
+                updates.append((operation_id, reason, event_id))
+        conn.executemany("UPDATE events SET operation_id = ?, unmatched_reason = ? WHERE id = ?", updates)
+        result.changed += len(updates)
+        result.events += len(rows)
+        last_id = rows[-1][0]
+        if progress is not None:
+            progress(result.events, total)
     return result
