@@ -88,23 +88,36 @@ def main() -> None:
         timed("read (AuditFile)", args.events, lambda: sum(1 for _ in AuditFile(log)))
 
         db = work / "import.db"
-        timed("auditcov import", args.events, lambda: subprocess.run(
-            [AUDITCOV, "import", "--db", str(db), "--run", "bench", str(log)], check=True, capture_output=True))
+        timed(
+            "auditcov import",
+            args.events,
+            lambda: subprocess.run(
+                [AUDITCOV, "import", "--db", str(db), "--run", "bench", str(log)], check=True, capture_output=True
+            ),
+        )
         assert stored_events(db, "bench") == args.events
 
         sink_db = work / "sink.db"
         port = free_port()
         sink = subprocess.Popen(
             [AUDITCOV, "serve", "--db", str(sink_db), "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=work,
         )
         try:
             sink.stdout.readline()  # the banner's first line: the sink is listening
             sink_cpu = process_cpu_seconds(sink.pid)
             url = f"http://127.0.0.1:{port}/v1/audit/bench"
-            timed(f"auditcov replay, concurrency {args.concurrency}", args.events, lambda: subprocess.run(
-                [AUDITCOV, "replay", "--to", url, "--concurrency", str(args.concurrency), str(log)],
-                check=True, capture_output=True))
+            timed(
+                f"auditcov replay, concurrency {args.concurrency}",
+                args.events,
+                lambda: subprocess.run(
+                    [AUDITCOV, "replay", "--to", url, "--concurrency", str(args.concurrency), str(log)],
+                    check=True,
+                    capture_output=True,
+                ),
+            )
             print(f"{'  the sink meanwhile':<36} {'':>12} {process_cpu_seconds(sink.pid) - sink_cpu:7.2f} s CPU")
         finally:
             sink.terminate()

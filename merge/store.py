@@ -213,9 +213,7 @@ def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils
         if version is not None and version != SCHEMA_VERSION:
             raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
         conn.executescript(SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot open the store: {exc}") from exc
     return db

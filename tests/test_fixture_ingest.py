@@ -219,8 +219,12 @@ def certificates(tmp_path):
 async def test_replay_over_mtls_with_a_bearer_token(certificates):
     files = certificates
     settings = Settings(
-        listen="127.0.0.1:0", db=str(files / "sink.db"), tls_cert=str(files / "server.pem"),
-        tls_key=str(files / "server.key"), client_ca=str(files / "ca.pem"), ingest_token_file=str(files / "token"),
+        listen="127.0.0.1:0",
+        db=str(files / "sink.db"),
+        tls_cert=str(files / "server.pem"),
+        tls_key=str(files / "server.key"),
+        client_ca=str(files / "ca.pem"),
+        ingest_token_file=str(files / "token"),
     )
     running = await start_sink(settings)
     try:
@@ -260,9 +264,14 @@ class FlakyFront:
         failing = self.attempts <= self.failures
         if failing and not self.lose_answers:
             return web.Response(status=503, text="sink unavailable")
-        async with ClientSession() as session, session.post(
-            self.sink_url + request.path_qs, data=await request.read(), headers={"Content-Type": request.content_type}
-        ) as answer:
+        async with (
+            ClientSession() as session,
+            session.post(
+                self.sink_url + request.path_qs,
+                data=await request.read(),
+                headers={"Content-Type": request.content_type},
+            ) as answer,
+        ):
             body = await answer.read()
         if failing:
             return web.Response(status=503, text="answer lost")

@@ -59,8 +59,12 @@ async def test_batches_are_event_lists_of_the_given_size(aiohttp_server, demo_it
     server = await aiohttp_server(recorder.app())
     ended: list[int] = []
     summary = await replay(
-        demo_items, Target(str(server.make_url("/v1/audit/demo"))), batch_size=10, concurrency=3,
-        backoff=FAST, on_batch=ended.append,
+        demo_items,
+        Target(str(server.make_url("/v1/audit/demo"))),
+        batch_size=10,
+        concurrency=3,
+        backoff=FAST,
+        on_batch=ended.append,
     )
     assert (summary.batches, summary.events, summary.retries, summary.failures) == (4, 37, 0, 0)
     assert sorted(len(body["items"]) for body in recorder.bodies) == [7, 10, 10, 10]
@@ -168,8 +172,9 @@ async def test_mtls_with_a_client_certificate(aiohttp_server, demo_items, tls):
     server = await aiohttp_server(recorder.app(), ssl=server_context)
     url = str(server.make_url("/v1/audit/r"))
     assert url.startswith("https://127.0.0.1:")
-    target = Target.from_files(url, cert_file=files / "client.pem", key_file=files / "client.key",
-                               ca_file=files / "ca.pem")
+    target = Target.from_files(
+        url, cert_file=files / "client.pem", key_file=files / "client.key", ca_file=files / "ca.pem"
+    )
     summary = await replay(demo_items, target, backoff=FAST)
     assert (summary.batches, summary.events, summary.failures) == (1, 37, 0)
     # Without the client certificate the handshake fails on every attempt.

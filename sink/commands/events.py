@@ -124,19 +124,31 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
 @click.option("--key", "key_file", type=_FILE, help="PEM private key of --cert.")
 @click.option("--ca", "ca_file", type=_FILE, help="PEM CA bundle that signed the sink's certificate.")
 @click.option(
-    "--backoff", default=_DEFAULT_BACKOFF.initial, show_default=True, type=click.FloatRange(0),
+    "--backoff",
+    default=_DEFAULT_BACKOFF.initial,
+    show_default=True,
+    type=click.FloatRange(0),
     help="Seconds before the first retry.",
 )
 @click.option(
-    "--backoff-factor", default=_DEFAULT_BACKOFF.factor, show_default=True, type=click.FloatRange(1),
+    "--backoff-factor",
+    default=_DEFAULT_BACKOFF.factor,
+    show_default=True,
+    type=click.FloatRange(1),
     help="Each further wait is this many times the last.",
 )
 @click.option(
-    "--attempts", default=_DEFAULT_BACKOFF.attempts, show_default=True, type=_AT_LEAST_1,
+    "--attempts",
+    default=_DEFAULT_BACKOFF.attempts,
+    show_default=True,
+    type=_AT_LEAST_1,
     help="Attempts per batch before it is dropped.",
 )
 @click.option(
-    "--timeout", default=_DEFAULT_BACKOFF.timeout, show_default=True, type=click.FloatRange(0, min_open=True),
+    "--timeout",
+    default=_DEFAULT_BACKOFF.timeout,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
     help="Seconds per attempt.",
 )
 def replay_command(
@@ -176,8 +188,14 @@ def replay_command(
                 yield sendable(entry.item)
 
         summary = asyncio.run(
-            replay(items(), target, batch_size=batch_size, concurrency=concurrency, backoff=retry,
-                   on_batch=progress.advance)
+            replay(
+                items(),
+                target,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                backoff=retry,
+                on_batch=progress.advance,
+            )
         )
     for error in summary.errors:
         progress.console.print(Text(f"error: {error}", style="red"), soft_wrap=True)
