@@ -98,6 +98,9 @@ class Matcher:
         # leases, status updates), and by shape, for new names.
         self._by_path: dict[tuple[str, str, bool], tuple[str | None, str | None]] = {}
         self._by_shape: dict[tuple[str, ...], tuple[str | None, str | None]] = {}
+        # The shape of a path's parent (all but its last segment): a test's objects share their collection's path,
+        # so a new name costs one segment's look-up instead of the whole path's.
+        self._by_parent: dict[str, tuple[str, ...]] = {}
 
     def match(self, verb: str, request_uri: str) -> tuple[str | None, str | None]:
         """(operationId, None) when the event maps to an operation, else (None, the reason)."""
@@ -116,7 +119,14 @@ class Matcher:
             return None, f"verb {verb[:40]!r} has no HTTP method"
         if method == "GET" and ends_in_head:
             method = "HEAD"
-        shape = (method, *map(self._literal, path.strip("/").split("/"), _WILDCARDS))
+        parent, _, last = path.strip("/").rpartition("/")
+        prefix = self._by_parent.get(parent)
+        if prefix is None:
+            if len(self._by_parent) >= CACHE_LIMIT:
+                self._by_parent.clear()
+            prefix = tuple(map(self._literal, parent.split("/"), _WILDCARDS)) if parent else ()
+            self._by_parent[parent] = prefix
+        shape = (method, *prefix, self._literal(last, "*"))
         result = self._by_shape.get(shape)
         if result is None:
             if len(self._by_shape) >= CACHE_LIMIT:
