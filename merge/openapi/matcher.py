@@ -21,6 +21,7 @@ literal somewhere in the catalogue replaced by `*`. Names vary per event but sha
 on a shape gives the same answer as on the path itself (a non-literal segment can only ever match a
 parameter), so the cache is exact. In front of it sits a cache by (verb, path, ends in HEAD) without the
 query: much traffic repeats a path exactly (polls, leases, status updates), and that key is cheaper to make.
+Making a shape is itself cached by the path's parent, since a test's new objects share their collection's path.
 """
 
 from __future__ import annotations
