@@ -6,11 +6,11 @@ conformance tests listed in focus.txt; stop the apiserver (it flushes its audit 
 Then auditcov's store and report must agree with the apiserver's own audit log, event for event. The log is
 read here with orjson, not with auditcov's own readers: it is the independent record.
 
-The live spec: `serve --openapi auto` fetches it from the apiserver at start, so auditcov can only start after the
-apiserver. In batch mode that is fine: the apiserver retries the first batches until auditcov answers. In
-blocking mode the apiserver cannot start without its webhook answering (each request waits for it), so there
-auditcov starts first without a spec, and `auditcov remap --openapi auto` maps the events against the same live
-spec while the cluster runs, then once more after shutdown (against the catalogue the first remap stored).
+The live spec: both modes run `serve --openapi auto --kubeconfig <the admin kubeconfig>`. In batch mode auditcov
+starts after the apiserver (which retries its first batches until auditcov answers) and fetches the spec at
+start. In blocking mode the apiserver cannot start without its webhook answering (each request waits for it),
+so auditcov starts first: its cluster does not answer yet, so it keeps asking, and once the catalogue arrives it
+maps new batches and the events stored meanwhile itself; the test checks that it logged doing so.
 
 Runs only under `make e2e` (AUDITCOV_E2E=1), which builds the binaries first; there a missing binary is an
 error, not a skip. Everything it writes stays in build/e2e/<mode>/ for inspection.
@@ -75,6 +75,7 @@ class Outcome:
     audit_errors: float
     audit_events: float
     apiserver_log: Path
+    auditcov_log: Path
 
 
 def junit_results(report_dir: Path) -> tuple[list[str], list[str]]:
@@ -135,14 +136,13 @@ def outcome(request) -> Outcome:
     certs = Certificates(work / "pki")
     port = free_port()
     plane = ControlPlane(work, certs, webhook_audit(work, certs, f"https://127.0.0.1:{port}/v1/audit/{run}", mode))
+    # The admin kubeconfig exists from here on (ControlPlane writes it), before auditcov reads it at start.
     live_spec = ["--openapi=auto", f"--kubeconfig={plane.kubeconfig}"]
-    remap = ["remap", f"--db={store}", f"--run={run}"]
     sink = None
     try:
         if mode == "blocking":
-            sink = start_auditcov(work, certs, port)
+            sink = start_auditcov(work, certs, port, *live_spec)
             plane.start()
-            auditcov(*remap, *live_spec)
         else:
             plane.start()
             sink = start_auditcov(work, certs, port, *live_spec)
@@ -153,8 +153,6 @@ def outcome(request) -> Outcome:
         audit_events = plane.metric("apiserver_audit_event_total")
         plane.stop_apiserver()
         sink.stop()
-        if mode == "blocking":
-            auditcov(*remap)
     finally:
         plane.stop()
         if sink is not None:
@@ -170,6 +168,7 @@ def outcome(request) -> Outcome:
         audit_errors,
         audit_events,
         work / "kube-apiserver.log",
+        sink.log,
     )
 
 
@@ -214,6 +213,26 @@ def test_every_request_is_mapped_or_explained(outcome: Outcome) -> None:
         "".join(f"{count}\t{verb}\t{uri}\t{reason}\n" for reason, verb, uri, count in unmatched)
     )
     assert unexplained == []
+
+
+def test_blocking_sink_maps_what_it_stored_before_the_catalogue(outcome: Outcome) -> None:
+    """In blocking mode auditcov starts before its cluster answers: the events it stored before the catalogue
+    arrived were mapped by the sink itself once it did (there is no `remap` here)."""
+    if outcome.mode != "blocking":
+        pytest.skip("only blocking mode starts auditcov before the apiserver")
+    log = outcome.auditcov_log.read_text(errors="replace")
+    arrived = re.search(r"endpoint catalogue from .*: (\d+) operations; (\d+) events stored before it mapped", log)
+    assert arrived, f"auditcov never logged the catalogue's arrival; see {outcome.auditcov_log}"
+    operations, stored_before = map(int, arrived.groups())
+    assert operations > 0
+    # Requests audited before the catalogue arrived: at least auditcov's own fetches of it.
+    assert stored_before > 0
+    with sqlite3.connect(outcome.store) as db:
+        unexplained = db.execute(
+            "SELECT count(*) FROM events WHERE run = ? AND operation_id IS NULL AND unmatched_reason IS NULL",
+            (outcome.run,),
+        ).fetchone()[0]
+    assert unexplained == 0
 
 
 def test_report_lists_every_test_with_endpoints(outcome: Outcome) -> None:
