@@ -233,6 +233,8 @@ async def test_a_sink_started_before_its_cluster_maps_once_the_cluster_answers(f
     server_ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
     kubeconfig = _kubeconfig(tmp_path, f"https://127.0.0.1:{port}", {"certificate-authority": "ca.crt"}, {})
     db = tmp_path / "sink.db"
+    with pytest.raises(SpecError, match=rf"^https://127.0.0.1:{port}/openapi/v3: cannot connect: .*refused"):
+        await fetch_catalogue(cluster_access(kubeconfig))
     sink = await start_sink(Settings(listen="127.0.0.1:0", db=str(db), openapi="auto", kubeconfig=str(kubeconfig)))
     apiserver = None
     try:
