@@ -146,9 +146,13 @@ async def _get(session: aiohttp.ClientSession, access: ClusterAccess, path: str,
                 text = (await response.text(errors="replace"))[:200]
                 raise SpecError(f"{url}: HTTP {response.status}: {text}")
             body = await response.read()
+    # aiohttp's own text for these names the SSL context object; say what a person can act on.
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise SpecError(f"{url}: cannot verify the server's certificate: {exc.certificate_error}") from None
     except aiohttp.ClientConnectorError as exc:
-        # Its own text names the SSL context object; the OS error is what a person can act on.
-        raise SpecError(f"{url}: cannot connect: {exc.os_error.strerror or exc.os_error}") from None
+        error = exc.os_error
+        reason = os.strerror(error.errno) if isinstance(error, ConnectionError) and error.errno else error
+        raise SpecError(f"{url}: cannot connect: {reason}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise SpecError(f"{url}: {type(exc).__name__}: {exc}") from None
     try:
