@@ -4,9 +4,8 @@ Everything reads and writes through `open_store` and the tables below. The sink 
 writer thread; reports and offline tools read with their own connections (WAL lets readers run beside it).
 
 Schema history (SCHEMA_VERSION):
-    1: the first schema.
-    2: runs.duplicates (persistent duplicate count), quarantine.digest (a retried bad item is kept once),
-       the attributed_events view.
+    1: the first schema: runs, events, tests, namespaces, markers, quarantine, the attributed_events view,
+       endpoints, cover_layouts, cover_snapshots, py_lines.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import sqlite_utils
 
 from merge.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -68,8 +67,6 @@ CREATE TABLE IF NOT EXISTS events (
 -- No index by namespace, test or operation: every query by them reads most of a run's events anyway (as fast
 -- without them, bench/ingest.py's 200,000 events: reports 2.7-3.3 s either way), while each index costs the sink
 -- on every insert (by test: a quarter of the bytes each commit writes). Stores made before drop them here.
-DROP INDEX IF EXISTS events_by_test;
-DROP INDEX IF EXISTS events_by_operation;
 CREATE INDEX IF NOT EXISTS events_by_time ON events (run, received_us);
 
 -- Each test seen in a run, with what its name says about it.
