@@ -9,6 +9,10 @@ Both mixes call every operation of the Kubernetes 1.36 spec in every form its ac
   polls what it made and kubelets and controllers renew leases and post status; repeats are shuffled into the
   stream, so only the (verb, path) cache can catch them.
 
+- "real e2e": the (verb, requestURI) of every audit event of two real runs of Kubernetes v1.36.3's e2e.test
+  (88 conformance tests, `make e2e`, batch then blocking webhook mode; bench/data/e2e-v1.36.3-requests.jsonl.gz):
+  the shapes learnt from the first run, the second run measured (its namespaces and names are new).
+
 The stream is cut into EventLists of 400, as the apiserver sends them. As in the sink, each batch is decoded from
 JSON just before it is matched (decoding is not timed; it puts the batch in the CPU caches, where the sink has
 it). A warm-up pass over other names fills the shape cache first. Timed: the whole of `Matcher.match` for every
@@ -21,6 +25,7 @@ event (splitting off the query, the (verb, path) lookup, and on a miss the shape
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import random
 import time
@@ -33,6 +38,7 @@ from merge.openapi.matcher import Matcher
 from merge.openapi.synth import requests_for
 
 SPEC = Path(__file__).resolve().parent.parent / "tests/fixtures/openapi/swagger-v1.36.json.gz"
+REAL_E2E = Path(__file__).resolve().parent / "data/e2e-v1.36.3-requests.jsonl.gz"
 BATCH = 400
 
 
@@ -57,6 +63,16 @@ def _with_query(verb: str, uri: str, rng: random.Random) -> str:
     if verb == "watch":
         return uri.replace("resourceVersion=1", f"resourceVersion={rng.randrange(10**6)}")
     return uri
+
+
+def real_e2e_runs() -> tuple[list[list[str]], list[list[str]]]:
+    """The [verb, requestURI] of the two recorded e2e runs: (batch mode's, blocking mode's)."""
+    runs: dict[str, list[list[str]]] = {"batch": [], "blocking": []}
+    with gzip.open(REAL_E2E) as lines:
+        for line in lines:
+            mode, verb, uri = orjson.loads(line)
+            runs[mode].append([verb, uri])
+    return runs["batch"], runs["blocking"]
 
 
 def measure(catalogue: Catalogue, warm_up: list[list[str]], batches: list[bytes]) -> float:
@@ -86,15 +102,18 @@ def main() -> None:
     args = parser.parse_args()
 
     catalogue = load_catalogue(args.spec)
-    print(f"spec: {args.spec} ({len(catalogue.endpoints)} operations); {args.events:,} events per mix, "
-          f"in batches of {BATCH}")  # fmt: skip
-    for label, mean_repeat in (("new names", 0.0), ("e2e-like", args.repeat)):
-        warm_up = make_events(catalogue, args.events // 4, mean_repeat, random.Random(1))
-        events = make_events(catalogue, args.events, mean_repeat, random.Random(2))
+    print(f"spec: {args.spec} ({len(catalogue.endpoints)} operations); batches of {BATCH}")
+    mixes = [
+        (label, make_events(catalogue, args.events // 4, mean_repeat, random.Random(1)),
+         make_events(catalogue, args.events, mean_repeat, random.Random(2)))
+        for label, mean_repeat in (("new names", 0.0), ("e2e-like", args.repeat))
+    ]  # fmt: skip
+    mixes.append(("real e2e", *real_e2e_runs()))
+    for label, warm_up, events in mixes:
         paths = len({(verb, uri.partition("?")[0]) for verb, uri in events})
         batches = [orjson.dumps(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
         best = max(measure(catalogue, warm_up, batches) for _ in range(3))
-        print(f"{label:>9}: {paths:,} distinct (verb, path): {best:,.0f} events/s (best of 3)")
+        print(f"{label:>9}: {len(events):,} events, {paths:,} distinct (verb, path): {best:,.0f} events/s (best of 3)")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 
