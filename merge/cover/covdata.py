@@ -37,7 +37,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
-from merge.cover.model import Block, CoverageError, Profile
+from merge.cover.model import Block, CoverageError, Profile, gc_paused
 from merge.cover.uleb128 import decode_one, decode_run
 
 META_MAGIC = b"\x00cvm"
@@ -96,8 +96,13 @@ Warn = Callable[[str], None]
 
 def read_covdata(dirs: str | Path | Iterable[str | Path], *, warn: Warn | None = None) -> Profile:
     """Every program's coverage in the directories, merged into one profile (see the module docstring)."""
+    with gc_paused():
+        return _read_covdata(_as_paths(dirs), warn)
+
+
+def _read_covdata(dirs: list[Path], warn: Warn | None) -> Profile:
     profile: Profile | None = None
-    for meta_path, counter_paths in _collect(_as_paths(dirs), warn):
+    for meta_path, counter_paths in _collect(dirs, warn):
         meta = parse_meta(meta_path.read_bytes(), where=str(meta_path))
         if profile is None:
             profile = Profile(meta.mode)

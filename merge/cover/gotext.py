@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from merge.cover.model import MODES, Block, CoverageError, Profile
+from merge.cover.model import MODES, Block, CoverageError, Profile, gc_paused
 
 _MODE_PREFIX = "mode: "
 _BLOCK_LINE = re.compile(r"(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)")
@@ -73,6 +73,11 @@ def _mode(line: str, *, where: str) -> str:
 
 def write_text(profile: Profile, out: TextIO) -> None:
     """Write `profile` as a Go text profile, in `go tool covdata textfmt`'s order."""
+    with gc_paused():
+        _write_text(profile, out)
+
+
+def _write_text(profile: Profile, out: TextIO) -> None:
     package = {file: profile.package_of(file) for file in {block.file for block in profile.statements}}
     order = sorted(
         profile.statements,
