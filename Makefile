@@ -21,6 +21,7 @@ run: $(BIN)/auditcov
 
 test: $(VENV)/.test-extras
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.test-extras
