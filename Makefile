@@ -19,9 +19,7 @@ $(VENV)/.test-extras: $(BIN)/auditcov
 run: $(BIN)/auditcov
 	$(BIN)/auditcov serve --db $(DB)
 
-test: $(VENV)/.test-extras
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.test-extras
