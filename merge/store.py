@@ -263,3 +263,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def ensure_run(conn: sqlite3.Connection, run: str, at_us: int) -> None:
+    """Record `run` (first seen at `at_us`) if the store does not know it yet."""
+    conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, at_us))

@@ -34,6 +34,7 @@ import sqlite_utils
 from merge.decode import Malformed
 from merge.errors import AuditcovError, BadEventError
 from merge.events import AuditEvent, event_from_json
+from merge.store import ensure_run, transaction
 from merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
 EVENT_COLUMNS = (
@@ -107,15 +108,8 @@ class Ingestor:
 
     def commit(self, batch: PreparedBatch) -> IngestResult:
         """Store a prepared batch in a transaction of its own; return the counts once committed."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = self.write(batch)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        with transaction(self.db.conn):
+            return self.write(batch)
 
     def prepare(self, run: str, items: list[object]) -> PreparedBatch:
         """Rows for the valid items, quarantine rows for the others; no I/O."""
@@ -155,7 +149,7 @@ class Ingestor:
         """Store a prepared batch inside the caller's open transaction; return the counts."""
         conn = self.db.conn
         run = batch.run
-        conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, batch.received_us))
+        ensure_run(conn, run, batch.received_us)
         before = conn.total_changes
         _insert_or_ignore(conn, "events", EVENT_COLUMNS, batch.events)
         accepted = conn.total_changes - before
@@ -175,7 +169,7 @@ class Ingestor:
         if not test:
             raise AuditcovError("marker test name is empty")
         conn = self.db.conn
-        conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (check_run_name(run), now_us()))
+        ensure_run(conn, check_run_name(run), now_us())
         conn.execute(
             "INSERT OR IGNORE INTO tests (run, name, tags, conformance) VALUES (?, ?, ?, ?)",
             (run, test, *_test_row(tags_in(test))),

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from merge.cover.model import Block, CoverageError, Profile
 from merge.cover.pycoverage import ContextLines
+from merge.store import ensure_run, transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +68,6 @@ def _encode_layout(profile: Profile) -> tuple[list[Block], bytes]:
     return blocks, msgpack.packb([files, columns])
 
 
-def _ensure_run(db: sqlite_utils.Database, run: str, now_us: int) -> None:
-    db.conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, now_us))
-
-
 def save_snapshot(
     db: sqlite_utils.Database, *, run: str, process: str, at_us: int, profile: Profile, source: str, now_us: int
 ) -> int:
@@ -80,9 +77,8 @@ def save_snapshot(
     blocks, layout_blob = _encode_layout(profile)
     layout_hash = hashlib.sha256(layout_blob).hexdigest()
     counters = msgpack.packb(list(map(profile.counts.__getitem__, blocks)))
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
-        _ensure_run(db, run, now_us)
+    with transaction(db.conn):
+        ensure_run(db.conn, run, now_us)
         db.conn.execute(
             "INSERT OR IGNORE INTO cover_layouts (hash, block_count, blocks) VALUES (?, ?, ?)",
             (layout_hash, len(blocks), layout_blob),
@@ -129,9 +125,8 @@ def save_python_lines(db: sqlite_utils.Database, *, run: str, contexts: Iterable
         for item in contexts
         for file, lines in item.lines.items()
     ]
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
-        _ensure_run(db, run, now_us)
+    with transaction(db.conn):
+        ensure_run(db.conn, run, now_us)
         db.conn.executemany(
             "INSERT OR REPLACE INTO py_lines (run, context, test, file, lines) VALUES (?, ?, ?, ?, ?)", rows
         )
