@@ -12,6 +12,7 @@ microseconds, and integers compare and index cheaply in SQLite.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -55,6 +56,11 @@ def parse_time(value: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // _MICROSECOND
+
+
+def now_us() -> int:
+    """The current time in microseconds since the epoch, as events keep their times."""
+    return time.time_ns() // 1000
 
 
 def format_time(micros: int) -> str:

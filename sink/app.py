@@ -27,11 +27,11 @@ from aiohttp import web
 
 from merge.decode import decode_items
 from merge.errors import AuditcovError
-from merge.events import format_time, parse_time
+from merge.events import format_time, now_us, parse_time
 from merge.stats import store_stats
 from merge.store import open_store, open_store_readonly
 from sink.checkpointer import Checkpointer
-from sink.ingest import Ingestor, Matcher, check_run_name, now_us
+from sink.ingest import Ingestor, Matcher, check_run_name
 from sink.metrics import CONTENT_TYPE, Metrics
 from sink.settings import Settings, read_token
 from sink.writer import Writer

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
@@ -33,7 +32,7 @@ import sqlite_utils
 
 from merge.decode import Malformed
 from merge.errors import AuditcovError, BadEventError
-from merge.events import AuditEvent, event_from_json
+from merge.events import AuditEvent, event_from_json, now_us
 from merge.store import ensure_run, transaction
 from merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
@@ -88,10 +87,6 @@ def check_run_name(run: str) -> str:
             f"run name {run[:140]!r} is not 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
         )
     return run
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class Ingestor:

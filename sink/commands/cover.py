@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -45,12 +44,12 @@ def import_command(db_path: str, run: str, source: Path, process: str | None, at
     Example: auditcov cover import --run e2e-1 --process kube-apiserver --at 2026-01-31T12:00:00Z snaps/0001
     """
     from merge.cover.importer import import_coverage
-    from merge.events import format_time
+    from merge.events import format_time, now_us
     from merge.store import open_store
 
     db = open_store(db_path)
     try:
-        done = import_coverage(db, source, run=run, process=process, at_us=at_us, now_us=time.time_ns() // 1000)
+        done = import_coverage(db, source, run=run, process=process, at_us=at_us, now_us=now_us())
     finally:
         db.conn.close()
     if done.kind == "python":
