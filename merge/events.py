@@ -1,61 +1,193 @@
 """The one audit event model: what auditcov keeps of a Kubernetes audit event, and how JSON becomes one.
 
-An `AuditEvent` is built from one decoded JSON item (an `audit.k8s.io/v1` or `v1beta1` Event) by
-`event_from_json`, which raises `BadEventError` naming the field that is wrong. Everything downstream (the
-sink, `auditcov import`, the matcher, reports) reads this model and nothing else.
+`AuditEvent` mirrors the wire form of an `audit.k8s.io/v1` or `v1beta1` Event (DESIGN.md §2), keeping only the
+fields auditcov uses; its properties give the flat view everything downstream reads (`namespace`, `code`,
+`received_us`, ...). Every field's type is checked by msgspec's decoder, in C: `event_from_json(item)` checks one
+decoded item and raises `BadEventError` naming the field that is wrong, so one bad item can be quarantined
+beside the good ones; `merge.decode.decode_event_list` decodes a whole EventList straight into events.
 
 Times are kept as integer microseconds since the Unix epoch (UTC): the apiserver writes RFC 3339 with
 microseconds, and integers compare and index cheaply in SQLite.
 
-`requestObject` and `responseObject` may hold Secrets, so they are kept only when the caller asks.
+`requestObject` and `responseObject` are kept undecoded (`msgspec.Raw`): they may hold Secrets, and they are
+stored only when the caller asks.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from typing import Annotated, Literal
+
+import msgspec
+import orjson
 
 from merge.errors import BadEventError
 
-#: The stages an apiserver sends; an event is identified by (auditID, stage).
-STAGES = frozenset({"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"})
+#: The stages an apiserver sends.
+STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+# Decoded events form no reference cycles, so the garbage collector need not track them (it would otherwise
+# walk every event of every batch).
+_STRUCT = {"frozen": True, "gc": False}
 
 
-@dataclass(slots=True)
-class AuditEvent:
-    """The fields of an audit event that auditcov uses (DESIGN.md §2)."""
+class User(msgspec.Struct, **_STRUCT):
+    """`user`: who made the request."""
 
-    audit_id: str
-    stage: str
-    verb: str
-    request_uri: str
-    user_agent: str
-    username: str
-    source_ips: list[str]
-    namespace: str | None
-    resource: str | None
-    subresource: str | None
-    name: str | None
-    api_group: str | None
-    api_version: str | None
-    code: int | None
-    received_us: int | None
-    stage_us: int | None
-    annotations: dict[str, str] | None
-    request_object: dict | None = None
-    response_object: dict | None = None
+    username: str = ""
+
+
+class ObjectRef(msgspec.Struct, rename="camel", **_STRUCT):
+    """`objectRef`: the object the request is about (empty strings mean absent, as in the apiserver's JSON)."""
+
+    namespace: str | None = None
+    resource: str | None = None
+    subresource: str | None = None
+    name: str | None = None
+    api_group: str | None = None
+    api_version: str | None = None
+
+
+class ResponseStatus(msgspec.Struct, **_STRUCT):
+    """`responseStatus`: only its HTTP code is used."""
+
+    code: int | None = None
+
+
+_NO_USER = User()
+_NO_REF = ObjectRef()
+_NO_STATUS = ResponseStatus()
+_NO_OBJECT = msgspec.Raw()
+
+
+def _wire_name(name: str) -> str:
+    """The JSON name of an `AuditEvent` field: camelCase, with the apiserver's `ID`, `URI` and `IPs`."""
+    head, *rest = name.split("_")
+    return head + "".join(_INITIALISMS.get(word, word.capitalize()) for word in rest)
+
+
+_INITIALISMS = {"id": "ID", "uri": "URI", "ips": "IPs"}
+
+
+class AuditEvent(msgspec.Struct, rename=_wire_name, **_STRUCT):
+    """The fields of an audit event that auditcov uses, under their wire names (camelCase, `auditID`, ...)."""
+
+    audit_id: Annotated[str, msgspec.Meta(min_length=1)]
+    stage: Literal[STAGES]
+    verb: str = ""
+    request_uri: str = ""
+    user_agent: str = ""
+    user: User | None = None
+    source_ips: list[str] | None = None
+    object_ref: ObjectRef | None = None
+    response_status: ResponseStatus | None = None
+    annotations: dict[str, str] | None = None
+    request_received_timestamp: datetime | None = None
+    stage_timestamp: datetime | None = None
+    timestamp: datetime | None = None  # v1beta1's only time on some events
+    request_object: msgspec.Raw = _NO_OBJECT
+    response_object: msgspec.Raw = _NO_OBJECT
+
+    @property
+    def username(self) -> str:
+        return (self.user or _NO_USER).username
+
+    @property
+    def namespace(self) -> str | None:
+        return (self.object_ref or _NO_REF).namespace or None
+
+    @property
+    def resource(self) -> str | None:
+        return (self.object_ref or _NO_REF).resource or None
+
+    @property
+    def subresource(self) -> str | None:
+        return (self.object_ref or _NO_REF).subresource or None
+
+    @property
+    def name(self) -> str | None:
+        return (self.object_ref or _NO_REF).name or None
+
+    @property
+    def api_group(self) -> str | None:
+        return (self.object_ref or _NO_REF).api_group or None
+
+    @property
+    def api_version(self) -> str | None:
+        return (self.object_ref or _NO_REF).api_version or None
+
+    @property
+    def code(self) -> int | None:
+        return (self.response_status or _NO_STATUS).code
+
+    @property
+    def received_us(self) -> int | None:
+        """When the apiserver received the request; v1beta1 events may carry only `timestamp`, the closest."""
+        moment = self.request_received_timestamp or self.timestamp
+        return None if moment is None else datetime_us(moment)
+
+    @property
+    def stage_us(self) -> int | None:
+        return None if self.stage_timestamp is None else datetime_us(self.stage_timestamp)
+
+
+def json_text(raw: msgspec.Raw) -> str | None:
+    """An undecoded JSON value (`AuditEvent.request_object`, ...) as text; None when absent or null."""
+    return None if not raw or raw == b"null" else bytes(raw).decode()
+
+
+_EVENT = msgspec.json.Decoder(AuditEvent)
+
+
+def event_from_json(item: object) -> AuditEvent:
+    """Build an `AuditEvent` from one decoded audit event; raise `BadEventError` saying what is wrong."""
+    if not isinstance(item, dict):
+        raise BadEventError(f"an event must be a JSON object, not {type(item).__name__}")
+    try:
+        return _EVENT.decode(orjson.dumps(item))
+    except msgspec.ValidationError as exc:
+        raise BadEventError(_explain(str(exc), item)) from None
+
+
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_A = {"str": "a string", "int": "an integer", "object": "an object", "array": "an array"}
+_EXPECTED = re.compile(r"Expected `(?P<expected>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rest>.*)")
+
+
+def _explain(message: str, item: dict) -> str:
+    """msgspec's validation message in auditcov's words: the field first, then what is wrong with it."""
+    parts = _AT.match(message)
+    what, path = parts["what"], (parts["path"] or "").lstrip(".")
+    if missing := _MISSING.fullmatch(what):
+        return f"{path + '.' if path else ''}{missing['field']} is missing"
+    if path == "stage" and what.startswith("Invalid enum value"):
+        return f"stage {item.get('stage')!r} is not one of {', '.join(sorted(STAGES))}"
+    if path == "auditID" and "length >= 1" in what:
+        return "auditID is missing"
+    if "RFC3339" in what:
+        return f"{path} is not an RFC 3339 time: {str(item.get(path))[:64]!r}"
+    if expected := _EXPECTED.fullmatch(what):
+        got = f", not {expected['got']}" if expected["got"] else ""
+        wanted = expected["expected"].removesuffix(" | null")
+        return f"{path} must be {_A.get(wanted, wanted)}{got}{expected['rest']}"
+    return f"{path}: {what}" if path else what
+
+
+def datetime_us(moment: datetime) -> int:
+    """A time as microseconds since the epoch; a time without an offset is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def parse_time(value: str) -> int:
     """RFC 3339 text (as the apiserver writes it, or any offset) to microseconds since the epoch."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MICROSECOND
+    return datetime_us(datetime.fromisoformat(value))
 
 
 def now_us() -> int:
@@ -66,135 +198,3 @@ def now_us() -> int:
 def format_time(micros: int) -> str:
     """Microseconds since the epoch to RFC 3339 in UTC with microseconds, as the apiserver writes it."""
     return (_EPOCH + micros * _MICROSECOND).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
-
-
-def _text(item: dict, key: str, *, required: bool = False) -> str:
-    value = item.get(key)
-    if value is None or value == "":
-        if required:
-            raise BadEventError(f"{key} is missing")
-        return ""
-    if not isinstance(value, str):
-        raise BadEventError(f"{key} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _optional_text(mapping: dict, key: str, where: str) -> str | None:
-    value = mapping.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadEventError(f"{where}.{key} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _mapping(item: dict, key: str) -> dict:
-    value = item.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadEventError(f"{key} must be an object, not {type(value).__name__}")
-    return value
-
-
-def _time(item: dict, key: str) -> int | None:
-    value = item.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadEventError(f"{key} must be an RFC 3339 string, not {type(value).__name__}")
-    try:
-        return _apiserver_time(value)
-    except ValueError:
-        raise BadEventError(f"{key} is not an RFC 3339 time: {value[:64]!r}") from None
-
-
-def _apiserver_time(value: str) -> int:
-    """`parse_time`, fast for the apiserver's own `2019-07-02T08:15:24.892146Z` form (the seconds are cached)."""
-    if len(value) == 27 and value[19] == "." and value[26] == "Z" and value[20:26].isdigit():
-        return _epoch_seconds(value[:19]) * 1_000_000 + int(value[20:26])
-    return parse_time(value)
-
-
-@lru_cache(maxsize=4096)
-def _epoch_seconds(text: str) -> int:
-    return parse_time(text) // 1_000_000
-
-
-_EMPTY: dict = {}  # stands in for an absent object; never written to
-_REF_KEYS = ("namespace", "resource", "subresource", "name", "apiGroup", "apiVersion")
-
-
-def event_from_json(item: object, *, keep_bodies: bool = False) -> AuditEvent:
-    """Build an `AuditEvent` from one decoded audit event; raise `BadEventError` saying what is wrong.
-
-    This runs once per stored event, so the usual case (every field of the right type) is checked inline and
-    only a field that fails that check goes through the helpers that explain what is wrong.
-    """
-    if not isinstance(item, dict):
-        raise BadEventError(f"an event must be a JSON object, not {type(item).__name__}")
-    get = item.get
-    stage = get("stage")
-    if stage.__class__ is not str or stage not in STAGES:
-        stage = _text(item, "stage", required=True)
-        raise BadEventError(f"stage {stage[:64]!r} is not one of {', '.join(sorted(STAGES))}")
-    audit_id = get("auditID")
-    if audit_id.__class__ is not str or not audit_id:
-        audit_id = _text(item, "auditID", required=True)
-    verb = get("verb", "")
-    if verb.__class__ is not str:
-        verb = _text(item, "verb")
-    request_uri = get("requestURI", "")
-    if request_uri.__class__ is not str:
-        request_uri = _text(item, "requestURI")
-    user_agent = get("userAgent", "")
-    if user_agent.__class__ is not str:
-        user_agent = _text(item, "userAgent")
-    user = get("user") or _EMPTY
-    if user.__class__ is not dict:
-        user = _mapping(item, "user")
-    username = user.get("username") or ""
-    if username.__class__ is not str:
-        username = _optional_text(user, "username", "user") or ""
-    object_ref = get("objectRef") or _EMPTY
-    if object_ref.__class__ is not dict:
-        object_ref = _mapping(item, "objectRef")
-    ref = [object_ref.get(key) or None for key in _REF_KEYS] if object_ref else [None] * 6
-    for key, value in zip(_REF_KEYS, ref, strict=True):
-        if value is not None and value.__class__ is not str:
-            _optional_text(object_ref, key, "objectRef")
-    status = get("responseStatus") or _EMPTY
-    if status.__class__ is not dict:
-        status = _mapping(item, "responseStatus")
-    code = status.get("code")
-    if code is not None and code.__class__ is not int:
-        raise BadEventError(f"responseStatus.code must be an integer, not {type(code).__name__}")
-    source_ips = get("sourceIPs") or []
-    if source_ips.__class__ is not list or not all(ip.__class__ is str for ip in source_ips):
-        raise BadEventError("sourceIPs must be a list of strings")
-    annotations = get("annotations") or None
-    if annotations is not None and annotations.__class__ is not dict:
-        raise BadEventError(f"annotations must be an object, not {type(annotations).__name__}")
-    # v1beta1 events may carry only `timestamp`; it is the closest thing to the receive time they have.
-    received_us = _time(item, "requestReceivedTimestamp")
-    if received_us is None:
-        received_us = _time(item, "timestamp")
-    return AuditEvent(
-        audit_id,
-        stage,
-        verb,
-        request_uri,
-        user_agent,
-        username,
-        source_ips,
-        *ref,
-        code,
-        received_us,
-        _time(item, "stageTimestamp"),
-        annotations,
-        (_mapping(item, "requestObject") or None) if keep_bodies else None,
-        (_mapping(item, "responseObject") or None) if keep_bodies else None,
-    )

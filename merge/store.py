@@ -3,9 +3,11 @@
 Everything reads and writes through `open_store` and the tables below. The sink writes events from one
 writer thread; reports and offline tools read with their own connections (WAL lets readers run beside it).
 
-Schema history (SCHEMA_VERSION):
+Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
     1: the first schema: runs, events, tests, namespaces, markers, quarantine, the attributed_events view,
        endpoints, cover_layouts, cover_snapshots, py_lines.
+    2: an event is identified by (run, received_us, audit_id, stage), in the index `events_identity`, instead
+       of by (run, audit_id, stage); events_by_time is gone (the identity index starts with the same columns).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sqlite_utils
 
 from merge.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     duplicates INTEGER NOT NULL DEFAULT 0  -- events received again (retried batches) and not stored twice
 );
 
--- One row per audit event, identified by (run, auditID, stage): a retried batch stores nothing twice.
+-- One row per audit event, identified by (run, requestReceivedTimestamp, auditID, stage): see events_identity.
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     run TEXT NOT NULL,
@@ -61,13 +63,20 @@ CREATE TABLE IF NOT EXISTS events (
     unmatched_reason TEXT,             -- why it maps to no operation; NULL when matched or not yet mapped
     annotations TEXT,                  -- JSON object
     request_object TEXT,               -- JSON, kept only with keep_bodies
-    response_object TEXT,
-    UNIQUE (run, audit_id, stage)
+    response_object TEXT
 );
+-- The identity: a retried batch, or a file imported twice, stores nothing twice. The apiserver sends the same
+-- event the same way each time, receive time included, and the receive time leads the key because auditIDs are
+-- random: led by them, every event would go to a random page of the index, and each commit would write about a
+-- page per event (6 KB an event in all, against 1.6 KB led by time; bench/ingest.py). It also tells apart two
+-- requests that share an auditID, which clients can set (the Audit-ID header). Times and
+-- ranges of times by run (test windows, a run's first event) read this index too.
+CREATE UNIQUE INDEX IF NOT EXISTS events_identity ON events (run, received_us, audit_id, stage);
+-- NULLs are distinct in a unique index: events with no time at all are identified by (run, auditID, stage).
+CREATE UNIQUE INDEX IF NOT EXISTS events_identity_untimed ON events (run, audit_id, stage) WHERE received_us IS NULL;
 -- No index by namespace, test or operation: every query by them reads most of a run's events anyway (as fast
 -- without them, bench/ingest.py's 200,000 events: reports 2.7-3.3 s either way), while each index costs the sink
--- on every insert (by test: a quarter of the bytes each commit writes). Stores made before drop them here.
-CREATE INDEX IF NOT EXISTS events_by_time ON events (run, received_us);
+-- on every insert (by test: a quarter of the bytes each commit writes).
 
 -- Each test seen in a run, with what its name says about it.
 CREATE TABLE IF NOT EXISTS tests (
@@ -208,7 +217,7 @@ def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils
         conn.execute("PRAGMA busy_timeout=10000")
         version = _schema_version(conn)
         if version is not None and version != SCHEMA_VERSION:
-            raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+            _upgrade(conn, path, version)
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except sqlite3.DatabaseError as exc:
@@ -242,6 +251,32 @@ def choose_run(db: sqlite_utils.Database, run: str | None) -> str:
     if len(names) != 1:
         raise StoreError(f"the store has {len(names)} runs ({', '.join(names) or 'none'}): pick one with --run")
     return names[0]
+
+
+#: How a store of an older schema version becomes the current one: SQL run before SCHEMA and SQL run after it,
+#: in one transaction.
+_UPGRADES = {
+    # The identity moved from the table's own UNIQUE constraint to an index; only a new table drops the old one.
+    1: (
+        "DROP VIEW attributed_events; DROP INDEX events_by_time; ALTER TABLE events RENAME TO events_v1;",
+        "INSERT INTO events SELECT * FROM events_v1; DROP TABLE events_v1;",
+    ),
+}
+
+
+def _upgrade(conn: sqlite3.Connection, path: str | Path, version: int) -> None:
+    if version not in _UPGRADES:
+        raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+    before, after = _UPGRADES[version]
+    try:
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {before} {SCHEMA} {after} "
+            f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
+        )
+    except sqlite3.DatabaseError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"{path}: cannot upgrade the store from schema version {version}: {exc}") from exc
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:

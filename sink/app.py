@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from merge.decode import decode_items
+from merge.decode import decode_event_list, decode_items
 from merge.errors import AuditcovError
 from merge.events import format_time, now_us, parse_time
 from merge.stats import store_stats
@@ -241,7 +241,11 @@ async def _ingest(request: web.Request) -> web.Response:
         )
     body = await read_body(request, settings.body_limit)
     app[METRICS].body_bytes.inc(len(body))
-    items = decode_items(body)
+    # The apiserver's EventLists decode straight into events; any other body, or one with an invalid event, is
+    # taken item by item so that each bad item is quarantined with its reason.
+    items = decode_event_list(body)
+    if items is None:
+        items = decode_items(body)
     ingestor = app[INGESTOR]
     # Rows are prepared here, so the writer thread only runs SQLite (which releases the GIL): the next batch is
     # parsed while this one is written.

@@ -3,15 +3,16 @@ offline imports.
 
 `Ingestor(db, keep_bodies=..., matcher=...)` is the one way events enter the store:
 
-- `prepare(run, items)` (pure Python, no I/O) checks each item with `event_from_json`, reads its user agent
+- `prepare(run, items)` (pure Python, no I/O) checks each item with `event_from_json` (unless it is an
+  `AuditEvent` already), reads its user agent
   (`merge.useragent`), notes namespaces created by tests and the tests seen, and sets aside every invalid item
   with its reason;
 - `write(batch)` stores a prepared batch inside the caller's open transaction and returns the counts;
 - `ingest(run, items)` does both in one transaction of its own (for `auditcov import` and other offline use).
 
-The event identity is (run, auditID, stage): `INSERT OR IGNORE` makes a retried batch store nothing twice,
-and what it skipped is counted as duplicates, persistently, in `runs.duplicates`. Invalid items go to the
-quarantine table, raw, with their reason.
+The event identity is (run, requestReceivedTimestamp, auditID, stage) (see `merge.store`): `INSERT OR IGNORE`
+makes a retried batch store nothing twice, and what it skipped is counted as duplicates, persistently, in
+`runs.duplicates`. Invalid items go to the quarantine table, raw, with their reason.
 
 Endpoint matching plugs in here: a `matcher` with `match(verb, request_uri) -> (operation_id, reason)` fills
 `events.operation_id` / `events.unmatched_reason`; without one both stay NULL.
@@ -22,17 +23,19 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
 from typing import Protocol
 
+import msgspec
 import orjson
 import sqlite_utils
 
 from merge.decode import Malformed
 from merge.errors import AuditcovError, BadEventError
-from merge.events import AuditEvent, event_from_json, now_us
+from merge.events import AuditEvent, event_from_json, json_text, now_us
 from merge.store import ensure_run, transaction
 from merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
@@ -106,37 +109,43 @@ class Ingestor:
         with transaction(self.db.conn):
             return self.write(batch)
 
-    def prepare(self, run: str, items: list[object]) -> PreparedBatch:
-        """Rows for the valid items, quarantine rows for the others; no I/O."""
+    def prepare(self, run: str, items: Sequence[object]) -> PreparedBatch:
+        """Rows for the valid items, quarantine rows for the others; no I/O.
+
+        Items are `AuditEvent`s already checked (`merge.decode.decode_event_list`) or decoded JSON, checked here.
+        """
         batch = PreparedBatch(check_run_name(run), now_us())
         rows = batch.events
         tests = batch.tests
         keep_bodies = self.keep_bodies
         matcher = self.matcher
         for item in items:
-            try:
-                event = event_from_json(item, keep_bodies=keep_bodies)
-            except BadEventError as exc:
-                self._quarantine(batch, item, item.reason if item.__class__ is Malformed else str(exc))
-                continue
+            if item.__class__ is AuditEvent:
+                event = item
+            else:
+                try:
+                    event = event_from_json(item)
+                except BadEventError as exc:
+                    self._quarantine(batch, item, item.reason if item.__class__ is Malformed else str(exc))
+                    continue
             agent = parse_user_agent(event.user_agent)
             test = agent.test
             if test is not None:
                 if test not in tests:
                     tests[test] = _test_row(agent.tags)
                 if event.verb == "create" and event.resource == "namespaces":
-                    self._note_namespace(batch, item, test, event)
+                    self._note_namespace(batch, test, event)
             operation_id = unmatched_reason = None
             if matcher is not None:
                 operation_id, unmatched_reason = matcher.match(event.verb, event.request_uri)
             annotations = event.annotations
             rows.append((
                 run, event.audit_id, event.stage, event.verb, event.request_uri, event.user_agent, event.username,
-                orjson.dumps(event.source_ips).decode(), event.namespace, event.resource, event.subresource,
-                event.name, event.api_group, event.api_version, event.code, event.received_us, event.stage_us,
-                agent.client, test, operation_id, unmatched_reason,
-                orjson.dumps(annotations).decode() if annotations else None,
-                _json_text(event.request_object), _json_text(event.response_object),
+                _json_text(event.source_ips or []), event.namespace, event.resource, event.subresource, event.name,
+                event.api_group, event.api_version, event.code, event.received_us, event.stage_us, agent.client,
+                test, operation_id, unmatched_reason, _json_text(annotations) if annotations else None,
+                json_text(event.request_object) if keep_bodies else None,
+                json_text(event.response_object) if keep_bodies else None,
             ))  # fmt: skip
         return batch
 
@@ -180,12 +189,12 @@ class Ingestor:
         batch.quarantine.append((batch.run, batch.received_us, reason, raw, digest))
 
     @staticmethod
-    def _note_namespace(batch: PreparedBatch, item: dict, test: str, event: AuditEvent) -> None:
+    def _note_namespace(batch: PreparedBatch, test: str, event: AuditEvent) -> None:
         """A test's client created a namespace (2xx only: a 409 means someone else's namespace already exists)."""
         if event.subresource is not None or event.code is None or not 200 <= event.code < 300:
             return
         # Creations by generateName carry no objectRef.name on older apiservers; the response names it.
-        name = event.name or _object_name(item.get("responseObject")) or _object_name(item.get("requestObject"))
+        name = event.name or _object_name(event.response_object) or _object_name(event.request_object)
         if name:
             batch.namespaces.append((batch.run, name, test, event.received_us))
 
@@ -213,12 +222,14 @@ def _test_row(tags: tuple[str, ...]) -> tuple[str, int]:
     return orjson.dumps(tags).decode(), int(CONFORMANCE_TAG in tags)
 
 
-def _object_name(obj: object) -> str | None:
+def _object_name(raw: msgspec.Raw) -> str | None:
+    """`metadata.name` of an undecoded object, if it has one."""
+    obj = msgspec.json.decode(raw) if raw else None
     if isinstance(obj, dict) and isinstance(meta := obj.get("metadata"), dict):
         name = meta.get("name")
         return name if isinstance(name, str) and name else None
     return None
 
 
-def _json_text(value: dict | None) -> str | None:
-    return orjson.dumps(value).decode() if value is not None else None
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()

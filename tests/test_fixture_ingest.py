@@ -4,12 +4,12 @@ The counts are worked out by hand from the files and written down per file. A fi
 fresh store, or replayed alone into a run of its own, so each row stands by itself:
 (events stored, duplicates, quarantined), or NOT_AUDIT_DATA for a file that is rejected whole.
 
-- elastic/test-audit.log has five records: line 1 is a plain event with auditID `abcde12345`; lines 2 and 3
-  are one event written twice (byte-identical) with that same anonymised ID; line 4 is a GKE Cloud Audit Log
-  record (quarantined, see merge/eventfiles.py); line 5 is an AKS record whose event again has ID
-  `abcde12345`, stage ResponseComplete. The store identifies an event by (run, auditID, stage), so lines 2, 3
-  and 5 count as duplicates of line 1 -- though only 2 and 3 are the same request; 1 and 5 are different
-  requests whose IDs were anonymised to one value: 1 stored, 3 duplicates, 1 quarantined.
+- elastic/test-audit.log has five records, all with the anonymised auditID `abcde12345` and stage
+  ResponseComplete: line 1 a `get pods`; lines 2 and 3 one `get lease` written twice (byte-identical); line 4 a
+  GKE Cloud Audit Log record (quarantined, see merge/eventfiles.py); line 5 an AKS record holding a third
+  request. The store identifies an event by (run, requestReceivedTimestamp, auditID, stage), so the three
+  requests are told apart by their times though their IDs are one, and only line 3 is a duplicate: 3 stored,
+  1 duplicate, 1 quarantined.
 - elastic/test-kube-audit.log is one AKS record whose event is a JSON string in `properties.log`.
 - falco: one event per file, except create_configmap_sensitive_values.json (six JSON lines) and fal_01_003.json
   (`{"kind": 0}`, quarantined). Two pairs of files hold variants of one request under one auditID
@@ -46,7 +46,7 @@ EXPECTED = {
     "apisnoop/example-user-agent.log": (8, 0, 0),
     "audit2rbac/demo-policy.yaml": NOT_AUDIT_DATA,
     "audit2rbac/demo.log": (37, 0, 0),
-    "elastic/test-audit.log": (1, 3, 1),
+    "elastic/test-audit.log": (3, 1, 1),
     "elastic/test-kube-audit.log": (1, 0, 0),
     "falco/anonymous_creates_namespace_foo.json": (1, 0, 0),
     "falco/attach_cluster_admin_role.json": (1, 0, 0),
@@ -96,8 +96,8 @@ EXPECTED = {
     "falco/modify_cluster_role_node_problem_detector.json": (1, 0, 0),
     "falco/some-user_creates_namespace_foo.json": (1, 0, 0),
 }
-#: Every fixture in one run: per-file sums (98 stored, 3 duplicates, 2 quarantined) less the two falco pairs.
-ALL_TOGETHER = (96, 5, 2)
+#: Every fixture in one run: per-file sums (100 stored, 1 duplicate, 2 quarantined) less the two falco pairs.
+ALL_TOGETHER = (98, 3, 2)
 FAST_RETRIES = ["--backoff", "0.01", "--attempts", "5"]
 
 
@@ -162,7 +162,7 @@ def test_import_everything_at_once_keeps_the_good_files_beside_the_bad(tmp_path,
     assert "3 of 54 files unreadable" in result.stdout
     # Importing the same files again stores nothing twice.
     CliRunner().invoke(cli, ["import", "--db", str(db), "--run", "all", *files])
-    assert counts(db, "all") == (96, 5 + 98 + 3, 2)
+    assert counts(db, "all") == (98, 3 + 100 + 1, 2)
 
 
 async def replay_cli(*args: str):
@@ -198,7 +198,7 @@ async def test_replay_everything_at_once_in_small_concurrent_batches(sink, tmp_p
     result = await replay_cli("--to", url, "--batch-size", "7", "--concurrency", "3", *FAST_RETRIES, *files)
     assert result.exit_code == 1  # two files are not audit data
     assert counts(tmp_path / "sink.db", "all") == ALL_TOGETHER
-    # 103 items (98 distinct within their files, 3 repeated, 2 not events) in batches of 7.
+    # 103 items (100 distinct within their files, 1 repeated, 2 not events) in batches of 7.
     assert "15 batches, 103 events sent" in result.stdout
     assert "2 of 53 files unreadable" in result.stdout
 

@@ -1,11 +1,21 @@
-"""The store: its schema version is checked on open, and `transaction` commits or rolls back as a whole."""
+"""The store: its schema version is checked on open (an older store is upgraded), and `transaction` commits or
+rolls back as a whole."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 
 from merge.errors import StoreError
+from merge.eventfiles import AuditFile
+from merge.stats import store_stats
 from merge.store import SCHEMA_VERSION, open_store, open_store_readonly, transaction
+from sink.importer import import_files
+from sink.ingest import Ingestor
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_a_store_of_another_schema_version_is_refused(tmp_path):
@@ -18,6 +28,25 @@ def test_a_store_of_another_schema_version_is_refused(tmp_path):
         open_store(path)
     with pytest.raises(StoreError, match=expected):
         open_store_readonly(path)
+
+
+def test_a_store_of_schema_1_is_upgraded_keeping_its_events(tmp_path):
+    # Made by auditcov at schema 1 (`auditcov import --run v1` of audit2rbac/demo.log), whose events table held
+    # the identity as its own UNIQUE (run, audit_id, stage) constraint.
+    path = tmp_path / "store.db"
+    shutil.copy(FIXTURES / "stores/schema-v1.db", path)
+    db = open_store(path)
+    conn = db.conn
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'events'")}
+    assert indexes == {"events", "events_identity", "events_identity_untimed"}
+    assert store_stats(db, "v1")["events"] == 37
+    assert conn.execute("SELECT count(*) FROM attributed_events").fetchone() == (37,)
+    # The same file again: every event is recognised under the new identity.
+    summary = import_files(Ingestor(db), "v1", [AuditFile(FIXTURES / "audit/audit2rbac/demo.log")])
+    assert (summary.accepted, summary.duplicates) == (0, 37)
+    db.conn.close()
+    assert store_stats(open_store_readonly(path), "v1")["events"] == 37
 
 
 def test_a_file_that_is_not_a_store_is_refused(tmp_path):
