@@ -64,6 +64,11 @@ _NO_STATUS = ResponseStatus()
 _NO_OBJECT = msgspec.Raw()
 
 
+def _object_ref_field(key: str) -> property:
+    """A field of `objectRef` read from the event: None when there is no objectRef or the field is empty."""
+    return property(lambda event: getattr(event.object_ref or _NO_REF, key) or None, doc=f"objectRef.{key}")
+
+
 def _wire_name(name: str) -> str:
     """The JSON name of an `AuditEvent` field: camelCase, with the apiserver's `ID`, `URI` and `IPs`."""
     head, *rest = name.split("_")
@@ -96,29 +101,12 @@ class AuditEvent(msgspec.Struct, rename=_wire_name, **_STRUCT):
     def username(self) -> str:
         return (self.user or _NO_USER).username
 
-    @property
-    def namespace(self) -> str | None:
-        return (self.object_ref or _NO_REF).namespace or None
-
-    @property
-    def resource(self) -> str | None:
-        return (self.object_ref or _NO_REF).resource or None
-
-    @property
-    def subresource(self) -> str | None:
-        return (self.object_ref or _NO_REF).subresource or None
-
-    @property
-    def name(self) -> str | None:
-        return (self.object_ref or _NO_REF).name or None
-
-    @property
-    def api_group(self) -> str | None:
-        return (self.object_ref or _NO_REF).api_group or None
-
-    @property
-    def api_version(self) -> str | None:
-        return (self.object_ref or _NO_REF).api_version or None
+    namespace = _object_ref_field("namespace")
+    resource = _object_ref_field("resource")
+    subresource = _object_ref_field("subresource")
+    name = _object_ref_field("name")
+    api_group = _object_ref_field("api_group")
+    api_version = _object_ref_field("api_version")
 
     @property
     def code(self) -> int | None:
@@ -149,6 +137,8 @@ def event_from_json(item: object) -> AuditEvent:
         raise BadEventError(f"an event must be a JSON object, not {type(item).__name__}")
     try:
         return _EVENT.decode(orjson.dumps(item))
+    except orjson.JSONEncodeError as exc:
+        raise BadEventError(f"the event cannot be written as JSON: {exc}") from None
     except msgspec.ValidationError as exc:
         raise BadEventError(_explain(str(exc), item)) from None
 

@@ -58,6 +58,16 @@ def test_a_batch_stored_twice_is_stored_once_and_counted_as_duplicates(ingestor)
     assert ingestor.ingest("r", untimed).duplicates == 1
 
 
+def test_two_requests_sharing_an_audit_id_are_told_apart_by_their_receive_time(ingestor):
+    # A client may set the Audit-ID header itself, and the apiserver then uses it for every such request.
+    first = event("client-chosen", requestReceivedTimestamp="2026-11-25T10:00:00.000001Z")
+    second = event("client-chosen", requestReceivedTimestamp="2026-11-25T10:00:07.250000Z")
+    assert ingestor.ingest("r", [first, second]).as_dict() == {"accepted": 2, "duplicates": 0, "quarantined": 0}
+    # The same instant written with another offset is the same event.
+    again = event("client-chosen", requestReceivedTimestamp="2026-11-25T11:00:07.25+01:00")
+    assert ingestor.ingest("r", [second, again]).as_dict() == {"accepted": 0, "duplicates": 2, "quarantined": 0}
+
+
 def test_a_large_batch_is_stored_in_order_with_its_duplicates_counted(ingestor):
     # Larger than the rows one INSERT statement takes, and not a multiple of it: every row goes in once, in order.
     earlier = [event(f"e{n}") for n in range(0, 700, 7)]
