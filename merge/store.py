@@ -237,7 +237,8 @@ def open_store_readonly(path: str | Path) -> sqlite_utils.Database:
         raise StoreError(f"{path}: cannot open the store: {exc}") from exc
     if version != SCHEMA_VERSION:
         conn.close()
-        raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+        upgrade = " (`auditcov serve`, `import` or `remap` upgrades it)" if version in _UPGRADES else ""
+        raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}{upgrade}")
     return sqlite_utils.Database(conn)
 
 

@@ -35,6 +35,8 @@ def test_a_store_of_schema_1_is_upgraded_keeping_its_events(tmp_path):
     # the identity as its own UNIQUE (run, audit_id, stage) constraint.
     path = tmp_path / "store.db"
     shutil.copy(FIXTURES / "stores/schema-v1.db", path)
+    with pytest.raises(StoreError, match=r"schema version 1; this auditcov reads 2 \(`auditcov serve`, `import`"):
+        open_store_readonly(path)
     db = open_store(path)
     conn = db.conn
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)

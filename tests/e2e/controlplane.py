@@ -308,9 +308,9 @@ class ControlPlane:
 
     # --- talking to the apiserver ----------------------------------------------------------------------
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
         """GET `path` from the apiserver as the admin user."""
-        return _get(self.server + path, self.certs.client_context(self.admin))
+        return _get(self.server + path, self.certs.client_context(self.admin), headers)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         """Run the built kubectl against this apiserver; a failing command raises with its stderr."""
@@ -334,6 +334,7 @@ def _pair(identity: Identity) -> tuple[Path, Path]:
     return identity.cert, identity.key
 
 
-def _get(url: str, context: ssl.SSLContext | None = None) -> bytes:
-    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+def _get(url: str, context: ssl.SSLContext | None = None, headers: dict[str, str] | None = None) -> bytes:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
         return response.read()

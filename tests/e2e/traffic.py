@@ -71,6 +71,11 @@ KUBECTL_COMMANDS: list[tuple[list[str], str | None]] = [
 ]
 
 
+#: The Audit-ID two requests send: the apiserver takes a client's Audit-ID as the event's auditID, so both
+#: requests' events carry it, and auditcov must store each of them (told apart by their receive times).
+SHARED_AUDIT_ID = "auditcov-e2e-shared-audit-id"
+
+
 def auditcov(*args: str) -> subprocess.CompletedProcess:
     """Run the installed `auditcov` CLI (the same console script users run); failing raises with its stderr."""
     done = subprocess.run([auditcov_path(), *args], capture_output=True, text=True, timeout=600)
@@ -94,6 +99,7 @@ def logged_events(audit_log: Path) -> Counter:
 
 
 def stored_events(store: Path, run: str) -> Counter:
+    """(auditID, stage) -> how many events auditcov stored with it."""
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT audit_id, stage FROM events WHERE run = ?", (run,)).fetchall()
     return Counter(rows)
