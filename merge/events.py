@@ -145,7 +145,7 @@ def event_from_json(item: object) -> AuditEvent:
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
-_A = {"str": "a string", "int": "an integer", "object": "an object", "array": "an array"}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "object": "an object", "array": "an array"}
 _EXPECTED = re.compile(r"Expected `(?P<expected>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rest>.*)")
 
 
@@ -164,7 +164,7 @@ def _explain(message: str, item: dict) -> str:
     if expected := _EXPECTED.fullmatch(what):
         got = f", not {expected['got']}" if expected["got"] else ""
         wanted = expected["expected"].removesuffix(" | null")
-        return f"{path} must be {_A.get(wanted, wanted)}{got}{expected['rest']}"
+        return f"{path} must be {_TYPE_WORDS.get(wanted, wanted)}{got}{expected['rest']}"
     return f"{path}: {what}" if path else what
 
 
