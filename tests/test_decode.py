@@ -115,7 +115,13 @@ def test_any_other_body_is_left_to_the_item_by_item_path(body):
 
 
 _int64 = st.integers(-(2**63), 2**63 - 1)  # what orjson reads: it reads larger integers as floats
-_values = st.none() | st.booleans() | _int64 | st.text(max_size=30) | st.lists(st.text(max_size=5), max_size=2)
+_scalars = st.none() | st.booleans() | _int64 | st.text(max_size=30)
+_nested_keys = st.sampled_from(["username", "namespace", "resource", "name", "apiGroup", "code", "a"])
+_values = (
+    _scalars
+    | st.lists(_scalars, max_size=2)
+    | st.dictionaries(_nested_keys, _scalars | st.lists(st.text(max_size=5), max_size=2), max_size=3)
+)
 _fields = st.sampled_from(
     ["stage", "auditID", "verb", "requestURI", "userAgent", "sourceIPs", "annotations", "requestReceivedTimestamp",
      "stageTimestamp", "timestamp", "user", "objectRef", "responseStatus"]
