@@ -141,9 +141,9 @@ class Ingestor:
             annotations = event.annotations
             rows.append((
                 run, event.audit_id, event.stage, event.verb, event.request_uri, event.user_agent, event.username,
-                _json_text(event.source_ips or []), event.namespace, event.resource, event.subresource, event.name,
+                _to_json(event.source_ips or []), event.namespace, event.resource, event.subresource, event.name,
                 event.api_group, event.api_version, event.code, event.received_us, event.stage_us, agent.client,
-                test, operation_id, unmatched_reason, _json_text(annotations) if annotations else None,
+                test, operation_id, unmatched_reason, _to_json(annotations) if annotations else None,
                 json_text(event.request_object) if keep_bodies else None,
                 json_text(event.response_object) if keep_bodies else None,
             ))  # fmt: skip
@@ -184,7 +184,7 @@ class Ingestor:
 
     @staticmethod
     def _quarantine(batch: PreparedBatch, item: object, reason: str) -> None:
-        raw = item.raw if isinstance(item, Malformed) else orjson.dumps(item).decode()
+        raw = item.raw if isinstance(item, Malformed) else _to_json(item)
         digest = hashlib.sha256(raw.encode()).hexdigest()
         batch.quarantine.append((batch.run, batch.received_us, reason, raw, digest))
 
@@ -219,7 +219,7 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
 
 def _test_row(tags: tuple[str, ...]) -> tuple[str, int]:
     """The `tests` columns a test's tags give: tags as JSON, and the conformance flag."""
-    return orjson.dumps(tags).decode(), int(CONFORMANCE_TAG in tags)
+    return _to_json(tags), int(CONFORMANCE_TAG in tags)
 
 
 def _object_name(raw: msgspec.Raw) -> str | None:
@@ -231,5 +231,6 @@ def _object_name(raw: msgspec.Raw) -> str | None:
     return None
 
 
-def _json_text(value: object) -> str:
+def _to_json(value: object) -> str:
+    """A value as JSON text, for a TEXT column (`merge.events.json_text` gives an undecoded value's text)."""
     return orjson.dumps(value).decode()
