@@ -19,7 +19,7 @@ text and the reason, to be quarantined beside the good ones. A body that is none
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import msgspec
 import orjson
@@ -51,8 +51,9 @@ def decode_items(data: bytes) -> list[object]:
 
 
 class _EventList(msgspec.Struct, rename={"api_version": "apiVersion"}, gc=False):
-    kind: str
-    api_version: str | None = None
+    # Any other kind or version fails to decode, and the body goes to `decode_items`, which says what is wrong.
+    kind: Literal["EventList"]
+    api_version: Literal[AUDIT_API_VERSIONS] | None = None
     items: list[AuditEvent] | None = None
 
 
@@ -64,8 +65,6 @@ def decode_event_list(data: bytes) -> list[AuditEvent] | None:
     try:
         document = _EVENT_LIST.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
-    if document.kind != "EventList" or document.api_version not in (None, *AUDIT_API_VERSIONS):
         return None
     return document.items or []
 
