@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from merge.cover.covdata import parse_meta, read_covdata
-from merge.cover.gotext import write_text
-from merge.cover.percent import format_percent, package_coverage
+from auditcov.merge.cover.covdata import parse_meta, read_covdata
+from auditcov.merge.cover.gotext import write_text
+from auditcov.merge.cover.percent import format_percent, package_coverage
 
 ENV = {**os.environ, "GOFLAGS": "-buildvcs=false", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
 AUDITCOV = Path(sys.executable).with_name("auditcov")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from merge.eventfiles import AuditFile
+from auditcov.merge.eventfiles import AuditFile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tests/fixtures/audit/audit2rbac/demo.log"

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from merge.openapi.catalogue import Catalogue, load_catalogue
-from merge.openapi.matcher import Matcher
-from merge.openapi.synth import requests_for
+from auditcov.merge.openapi.catalogue import Catalogue, load_catalogue
+from auditcov.merge.openapi.matcher import Matcher
+from auditcov.merge.openapi.synth import requests_for
 
 SPEC = Path(__file__).resolve().parent.parent / "tests/fixtures/openapi/swagger-v1.36.json.gz"
 REAL_E2E = Path(__file__).resolve().parent / "data/e2e-v1.36.3-requests.jsonl.gz"

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from merge.cover.model import Block, Profile
-from merge.cover.pertest import per_test_coverage
-from merge.cover.snapshots import save_snapshot
-from merge.store import open_store
+from auditcov.merge.cover.model import Block, Profile
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.snapshots import save_snapshot
+from auditcov.merge.store import open_store
 
 SECOND = 1_000_000
 

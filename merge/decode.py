@@ -24,8 +24,8 @@ from typing import Literal, NamedTuple
 import msgspec
 import orjson
 
-from merge.errors import BadBodyError
-from merge.events import AuditEvent
+from auditcov.merge.errors import BadBodyError
+from auditcov.merge.events import AuditEvent
 
 AUDIT_API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")
 

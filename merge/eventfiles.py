@@ -43,8 +43,8 @@ from typing import BinaryIO, NamedTuple
 
 import orjson
 
-from merge.decode import Malformed, decode_items
-from merge.errors import BadBodyError
+from auditcov.merge.decode import Malformed, decode_items
+from auditcov.merge.errors import BadBodyError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import msgspec
 import orjson
 
-from merge.errors import BadEventError
+from auditcov.merge.errors import BadEventError
 
 #: The stages an apiserver sends.
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")

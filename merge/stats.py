@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from merge.errors import AuditcovError
+from auditcov.merge.errors import AuditcovError
 
 #: name -> (aggregate, table, condition). Duplicates are summed per run as they arrive: `events` holds one
 #: row per identity, not one per copy received.

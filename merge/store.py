@@ -8,6 +8,9 @@ Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
        endpoints, cover_layouts, cover_snapshots, py_lines.
     2: an event is identified by (run, received_us, audit_id, stage), in the index `events_identity`, instead
        of by (run, audit_id, stage); events_by_time is gone (the identity index starts with the same columns).
+    3: live coverage: cover_agents and cover_meta; a cover_snapshots row may hold an agent's raw counter bytes
+       (decoded later into layout and counters) or say why the snapshot is missing, and records when it was
+       taken; quarantine.raw_encoding, so an item that is not valid UTF-8 is kept byte for byte.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from merge.errors import StoreError
+from auditcov.merge.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -113,8 +116,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     run TEXT NOT NULL,
     received_us INTEGER NOT NULL,      -- when the sink received it
     reason TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    digest TEXT NOT NULL,              -- SHA-256 of raw: a retried batch quarantines its bad items once
+    raw TEXT NOT NULL,                 -- the item as received, in raw_encoding
+    digest TEXT NOT NULL,              -- SHA-256 of the item's bytes: a retried batch quarantines its bad items once
+    raw_encoding TEXT NOT NULL DEFAULT 'text' CHECK (raw_encoding IN ('text', 'base64')),
+                                       -- 'text': raw is the item itself; 'base64': the item's bytes were not valid
+                                       --   UTF-8 (or held no text at all), so raw is their base64
     UNIQUE (run, digest)
 );
 
@@ -180,16 +186,52 @@ CREATE TABLE IF NOT EXISTS cover_layouts (
                                        --   line, start col, end line, end col, statements]], blocks sorted
 );
 
--- Coverage snapshots: the cumulative counters of one process at one moment.
+-- Coverage agents: the processes under test whose counters the sink collects at test boundaries (an agent
+-- registers itself with `POST /v1/runs/{run}/agents`, or sink.toml lists it). Kept when gone, with its snapshots.
+CREATE TABLE IF NOT EXISTS cover_agents (
+    run TEXT NOT NULL,
+    process TEXT NOT NULL,             -- its name (AUDITCOV_PROCESS; default the binary's name)
+    kind TEXT NOT NULL CHECK (kind IN ('go', 'python', 'profile')),
+                                       -- go: the Go agent (runtime/coverage); python: the coverage.py agent;
+                                       --   profile: no agent, a Go text profile the process rewrites
+                                       --   (KUBE_COVERAGE_FILE), read by the sink at each boundary
+    address TEXT NOT NULL,             -- where it answers: http://HOST:PORT or unix:/path; for profile, the file
+    pid INTEGER,                       -- its process id, as it said
+    registered_us INTEGER NOT NULL,    -- when it (last) registered
+    gone_us INTEGER,                   -- when the sink marked it gone; NULL while it is live
+    gone_reason TEXT,                  -- why (it stopped answering, or said goodbye); NULL while live
+    PRIMARY KEY (run, process)
+);
+
+-- Go coverage meta-data (`runtime/coverage.WriteMeta`: a covmeta file) as agents sent it, once per program;
+-- their counter files name it by this hash.
+CREATE TABLE IF NOT EXISTS cover_meta (
+    hash TEXT PRIMARY KEY,             -- the meta file's own hash, hex (its header's 16 bytes)
+    data BLOB NOT NULL                 -- the covmeta file's bytes
+);
+
+-- Coverage snapshots: the cumulative counters of one process at one moment. A snapshot from an agent first holds
+-- the counter file's bytes as the agent sent them (raw, with meta), and gets layout and counters when decoded
+-- off the ingest path; an imported one is decoded at once. A snapshot that could not be taken (the agent timed
+-- out, refused, was gone) is a row too, with no counters and the reason in `missing`: the tests it bounds are
+-- incomplete, never silently widened to the next snapshot.
 CREATE TABLE IF NOT EXISTS cover_snapshots (
     id INTEGER PRIMARY KEY,
     run TEXT NOT NULL,
     process TEXT NOT NULL,             -- which process the counters belong to (`--process`, default the source)
-    at_us INTEGER NOT NULL,            -- when the counters were taken, microseconds since the epoch
-    mode TEXT NOT NULL,                -- set, count or atomic (Go's cover modes)
-    layout TEXT NOT NULL REFERENCES cover_layouts (hash),
-    counters BLOB NOT NULL,            -- msgpack list of counts, one per block of the layout, in its order
-    source TEXT NOT NULL,              -- the file or directory it was read from, for messages
+    at_us INTEGER NOT NULL,            -- the moment the counters stand for: the boundary (a marker's time, or the
+                                       --   receive time of the event that opened a test), or for an import when
+                                       --   they were taken; microseconds since the epoch
+    taken_us INTEGER,                  -- when the sink actually had them; NULL for imports
+    mode TEXT,                         -- set, count or atomic (Go's cover modes); NULL until decoded or when missing
+    layout TEXT REFERENCES cover_layouts (hash),  -- NULL until decoded or when missing
+    counters BLOB,                     -- msgpack list of counts, one per block of the layout, in its order; NULL
+                                       --   until decoded or when missing
+    raw BLOB,                          -- the counter file (`runtime/coverage.WriteCounters`) as sent; NULL for
+                                       --   imports, and once decoded
+    meta TEXT REFERENCES cover_meta (hash),  -- the meta-data raw's counters belong to; NULL for imports
+    missing TEXT,                      -- why there are no counters; NULL when there are (or will be, once decoded)
+    source TEXT NOT NULL,              -- the file, directory or agent it came from, for messages
     UNIQUE (run, process, at_us)
 );
 
@@ -254,13 +296,21 @@ def choose_run(db: sqlite_utils.Database, run: str | None) -> str:
     return names[0]
 
 
-#: How a store of an older schema version becomes the current one: SQL run before SCHEMA and SQL run after it,
-#: in one transaction.
+#: How a store of schema version N becomes version N + 1: SQL run before SCHEMA and SQL run after it. An older
+#: store takes every step from its version on, all in one transaction.
 _UPGRADES = {
     # The identity moved from the table's own UNIQUE constraint to an index; only a new table drops the old one.
     1: (
         "DROP VIEW attributed_events; DROP INDEX events_by_time; ALTER TABLE events RENAME TO events_v1;",
         "INSERT INTO events SELECT * FROM events_v1; DROP TABLE events_v1;",
+    ),
+    # Snapshot columns lost NOT NULL (raw and missing snapshots): only a new table does that.
+    2: (
+        "ALTER TABLE quarantine ADD COLUMN raw_encoding TEXT NOT NULL DEFAULT 'text' "
+        "CHECK (raw_encoding IN ('text', 'base64')); ALTER TABLE cover_snapshots RENAME TO cover_snapshots_v2;",
+        "INSERT INTO cover_snapshots (id, run, process, at_us, mode, layout, counters, source) "
+        "SELECT id, run, process, at_us, mode, layout, counters, source FROM cover_snapshots_v2; "
+        "DROP TABLE cover_snapshots_v2;",
     ),
 }
 
@@ -268,11 +318,12 @@ _UPGRADES = {
 def _upgrade(conn: sqlite3.Connection, path: str | Path, version: int) -> None:
     if version not in _UPGRADES:
         raise StoreError(f"{path}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
-    before, after = _UPGRADES[version]
+    # SCHEMA creates only what is missing, so running it at each step adds that step's new tables and leaves the
+    # tables a later step rebuilds as they are.
+    steps = " ".join(f"{_UPGRADES[step][0]} {SCHEMA} {_UPGRADES[step][1]}" for step in range(version, SCHEMA_VERSION))
     try:
         conn.executescript(
-            f"BEGIN IMMEDIATE; {before} {SCHEMA} {after} "
-            f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
+            f"BEGIN IMMEDIATE; {steps} UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
         )
     except sqlite3.DatabaseError as exc:
         if conn.in_transaction:

@@ -25,16 +25,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from merge.decode import decode_event_list, decode_items
-from merge.errors import AuditcovError
-from merge.events import format_time, now_us, parse_time
-from merge.stats import store_stats
-from merge.store import open_store, open_store_readonly
-from sink.checkpointer import Checkpointer
-from sink.ingest import Ingestor, Matcher, check_run_name
-from sink.metrics import CONTENT_TYPE, Metrics
-from sink.settings import Settings, read_token
-from sink.writer import Writer
+from auditcov.merge.decode import decode_event_list, decode_items
+from auditcov.merge.errors import AuditcovError
+from auditcov.merge.events import format_time, now_us, parse_time
+from auditcov.merge.stats import store_stats
+from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.sink.checkpointer import Checkpointer
+from auditcov.sink.ingest import Ingestor, Matcher, check_run_name
+from auditcov.sink.metrics import CONTENT_TYPE, Metrics
+from auditcov.sink.settings import Settings, read_token
+from auditcov.sink.writer import Writer
 
 log = logging.getLogger(__name__)
 

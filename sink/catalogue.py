@@ -14,16 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from merge.errors import SpecError
-from merge.openapi.catalogue import Catalogue, load_catalogue
-from merge.openapi.eligibility import load_eligibility
-from merge.openapi.live import ClusterAccess, cluster_access, cluster_version, default_kubeconfig, fetch_catalogue
-from merge.openapi.matcher import Matcher
-from merge.openapi.stored import RemapResult, map_unmapped, save_catalogue, stored_matcher, write_catalogue
-from merge.store import open_store
-from sink.ingest import Ingestor
-from sink.settings import Settings
-from sink.writer import Writer
+from auditcov.merge.errors import SpecError
+from auditcov.merge.openapi.catalogue import Catalogue, load_catalogue
+from auditcov.merge.openapi.eligibility import load_eligibility
+from auditcov.merge.openapi.live import (
+    ClusterAccess,
+    cluster_access,
+    cluster_version,
+    default_kubeconfig,
+    fetch_catalogue,
+)
+from auditcov.merge.openapi.matcher import Matcher
+from auditcov.merge.openapi.stored import RemapResult, map_unmapped, save_catalogue, stored_matcher, write_catalogue
+from auditcov.merge.store import open_store
+from auditcov.sink.ingest import Ingestor
+from auditcov.sink.settings import Settings
+from auditcov.sink.writer import Writer
 
 #: Seconds between attempts to fetch a cluster's catalogue that did not answer at start.
 RETRY_INTERVAL_S = 1.0

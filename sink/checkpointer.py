@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from merge.store import open_store
+from auditcov.merge.store import open_store
 
 #: Seconds between checkpoints while the writer is busy.
 INTERVAL_S = 0.25

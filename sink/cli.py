@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import click
 
-from merge.errors import AuditcovError
-from sink.commands import LazyGroup
+from auditcov.merge.errors import AuditcovError
+from auditcov.sink.commands import LazyGroup
 
 #: Every command, as "module:attribute", imported only when it runs (see `LazyGroup`). Add new ones here.
 COMMANDS = {
-    "serve": "sink.commands.service:serve",
-    "stats": "sink.commands.service:stats",
-    "import": "sink.commands.events:import_command",
-    "replay": "sink.commands.events:replay_command",
-    "cover": "sink.commands.cover:cover",
-    "spec": "sink.commands.spec:spec_command",
-    "remap": "sink.commands.spec:remap_command",
-    "report": "sink.commands.spec:report_command",
+    "serve": "auditcov.sink.commands.service:serve",
+    "stats": "auditcov.sink.commands.service:stats",
+    "import": "auditcov.sink.commands.events:import_command",
+    "replay": "auditcov.sink.commands.events:replay_command",
+    "cover": "auditcov.sink.commands.cover:cover",
+    "spec": "auditcov.sink.commands.spec:spec_command",
+    "remap": "auditcov.sink.commands.spec:remap_command",
+    "report": "auditcov.sink.commands.spec:report_command",
 }
 
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from merge.decode import Malformed
-from merge.errors import BadEventError
-from merge.eventfiles import AuditFile, FileItem, read_files
-from merge.events import event_from_json
-from sink.ingest import Ingestor, IngestResult
-from sink.replay import batches
+from auditcov.merge.decode import Malformed
+from auditcov.merge.errors import BadEventError
+from auditcov.merge.eventfiles import AuditFile, FileItem, read_files
+from auditcov.merge.events import event_from_json
+from auditcov.sink.ingest import Ingestor, IngestResult
+from auditcov.sink.replay import batches
 
 #: Items per transaction: large enough that commits are cheap, small enough that progress moves.
 IMPORT_BATCH_SIZE = 2000

@@ -33,11 +33,11 @@ import msgspec
 import orjson
 import sqlite_utils
 
-from merge.decode import Malformed
-from merge.errors import AuditcovError, BadEventError
-from merge.events import AuditEvent, event_from_json, json_text, now_us
-from merge.store import ensure_run, transaction
-from merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
+from auditcov.merge.decode import Malformed
+from auditcov.merge.errors import AuditcovError, BadEventError
+from auditcov.merge.events import AuditEvent, event_from_json, json_text, now_us
+from auditcov.merge.store import ensure_run, transaction
+from auditcov.merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
 EVENT_COLUMNS = (
     "run", "audit_id", "stage", "verb", "request_uri", "user_agent", "username", "source_ips",

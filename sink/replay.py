@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from merge.decode import Malformed
-from merge.errors import AuditcovError
-from sink.settings import read_token
+from auditcov.merge.decode import Malformed
+from auditcov.merge.errors import AuditcovError
+from auditcov.sink.settings import read_token
 
 #: The apiserver's default batch size (`--audit-webhook-batch-max-size`).
 DEFAULT_BATCH_SIZE = 400

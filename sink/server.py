@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import uvloop
 from aiohttp import web
 
-from merge.openapi.live import cluster_version
-from sink.app import DRAIN, INGESTOR, WRITER, init_app
-from sink.catalogue import follow_cluster, sink_matcher
-from sink.ingest import Matcher
-from sink.settings import Settings, SettingsError
+from auditcov.merge.openapi.live import cluster_version
+from auditcov.sink.app import DRAIN, INGESTOR, WRITER, init_app
+from auditcov.sink.catalogue import follow_cluster, sink_matcher
+from auditcov.sink.ingest import Matcher
+from auditcov.sink.settings import Settings, SettingsError
 
 #: How long a stop waits for in-flight batches (the apiserver gives each POST 30 s).
 SHUTDOWN_TIMEOUT_S = 35.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from merge.errors import AuditcovError
+from auditcov.merge.errors import AuditcovError
 
 DEFAULT_CONFIG = Path("config/sink.toml")
 SYNCHRONOUS_CHOICES = ("NORMAL", "FULL")

@@ -19,10 +19,10 @@ from gotool import GOPROGRAMS, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merge.cover.covdata import parse_counters, parse_meta, read_covdata
-from merge.cover.model import CoverageError
-from merge.cover.uleb128 import decode_run
-from sink.cli import cli
+from auditcov.merge.cover.covdata import parse_counters, parse_meta, read_covdata
+from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.uleb128 import decode_run
+from auditcov.sink.cli import cli
 
 pytestmark = pytest.mark.go
 

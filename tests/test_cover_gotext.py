@@ -13,9 +13,9 @@ from gotool import GOPROGRAMS, goroot, run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from merge.cover.gotext import parse_text, read_text_profiles, write_text
-from merge.cover.model import Block, CoverageError, Profile
-from merge.cover.percent import format_percent, package_coverage
+from auditcov.merge.cover.gotext import parse_text, read_text_profiles, write_text
+from auditcov.merge.cover.model import Block, CoverageError, Profile
+from auditcov.merge.cover.percent import format_percent, package_coverage
 
 GOCOVER = Path(__file__).parent / "fixtures" / "gocover"
 SET = GOCOVER / "blocky-set.out"

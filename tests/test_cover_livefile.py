@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from merge.cover.gotext import parse_text
-from merge.cover.livefile import read_settled
-from merge.cover.model import CoverageError
-from merge.cover.snapshots import list_snapshots, load_counters, load_layout
-from merge.store import open_store
-from sink.cli import cli
+from auditcov.merge.cover.gotext import parse_text
+from auditcov.merge.cover.livefile import read_settled
+from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.snapshots import list_snapshots, load_counters, load_layout
+from auditcov.merge.store import open_store
+from auditcov.sink.cli import cli
 
 
 @pytest.fixture

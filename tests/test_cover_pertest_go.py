@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 from gotool import GO_ENV
 
-from merge.cover.gotext import parse_text
-from merge.cover.model import Block
-from merge.cover.pertest import per_test_coverage
-from merge.events import format_time
-from merge.store import open_store
-from sink.cli import cli
+from auditcov.merge.cover.gotext import parse_text
+from auditcov.merge.cover.model import Block
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.events import format_time
+from auditcov.merge.store import open_store
+from auditcov.sink.cli import cli
 
 pytestmark = pytest.mark.go
 

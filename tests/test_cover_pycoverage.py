@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from coverage import CoverageData
 
-from merge.cover.model import CoverageError
-from merge.cover.pertest import per_test_coverage
-from merge.cover.pycoverage import owning_test, read_contexts
-from merge.cover.snapshots import save_python_lines
-from merge.store import open_store
-from sink.cli import cli
+from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.pycoverage import owning_test, read_contexts
+from auditcov.merge.cover.snapshots import save_python_lines
+from auditcov.merge.store import open_store
+from auditcov.sink.cli import cli
 
 SAMPLE = Path(__file__).parent / "pyproject_sample"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merge.cover.model import Block, CoverageError, Profile
-from merge.cover.snapshots import list_snapshots, load_counters, load_layout, save_snapshot
-from merge.store import open_store
+from auditcov.merge.cover.model import Block, CoverageError, Profile
+from auditcov.merge.cover.snapshots import list_snapshots, load_counters, load_layout, save_snapshot
+from auditcov.merge.store import open_store
 
 blocks = st.builds(
     Block,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from merge.cover.model import CoverageError
-from merge.cover.uleb128 import decode_one, decode_run
+from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.uleb128 import decode_one, decode_run
 
 
 def encode(value: int, *, padding: int = 0) -> bytes:

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sink_support import FIXTURES, event, event_list
 
-from merge.decode import Malformed, decode_event_list, decode_items
-from merge.errors import BadBodyError, BadEventError
-from merge.eventfiles import AuditFile
-from merge.events import event_from_json
+from auditcov.merge.decode import Malformed, decode_event_list, decode_items
+from auditcov.merge.errors import BadBodyError, BadEventError
+from auditcov.merge.eventfiles import AuditFile
+from auditcov.merge.events import event_from_json
 
 
 def test_event_list_of_both_api_versions():

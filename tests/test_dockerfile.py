@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sink.cli import cli
+from auditcov.sink.cli import cli
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

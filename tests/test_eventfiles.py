@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from merge.decode import Malformed
-from merge.errors import BadBodyError
-from merge.eventfiles import GKE_REASON, AuditFile
+from auditcov.merge.decode import Malformed
+from auditcov.merge.errors import BadBodyError
+from auditcov.merge.eventfiles import GKE_REASON, AuditFile
 
 AUDIT = Path(__file__).parent / "fixtures" / "audit"
 

@@ -32,11 +32,11 @@ import trustme
 from aiohttp import ClientSession, web
 from click.testing import CliRunner
 
-from merge.stats import store_stats
-from merge.store import open_store, open_store_readonly
-from sink.cli import cli
-from sink.server import start_sink
-from sink.settings import Settings
+from auditcov.merge.stats import store_stats
+from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.sink.cli import cli
+from auditcov.sink.server import start_sink
+from auditcov.sink.settings import Settings
 
 AUDIT = Path(__file__).parent / "fixtures" / "audit"
 NOT_AUDIT_DATA = None

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from merge.errors import SpecError
-from merge.openapi.catalogue import level_of, load_catalogue
-from merge.openapi.eligibility import load_conformance_tests, load_eligibility
+from auditcov.merge.errors import SpecError
+from auditcov.merge.openapi.catalogue import level_of, load_catalogue
+from auditcov.merge.openapi.eligibility import load_conformance_tests, load_eligibility
 
 #: Endpoints whose level auditcov sets differently from APISnoop, and why. APISnoop hard-codes these two as
 #: beta ("not marked as such, yet, in the swagger.json", apps/snoopdb load_open_api); they are served without

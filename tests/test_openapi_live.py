@@ -17,13 +17,13 @@ import yaml
 from aiohttp import web
 from sink_support import event, event_list
 
-from merge.errors import SpecError
-from merge.openapi.catalogue import load_catalogue
-from merge.openapi.live import cluster_access, fetch_catalogue
-from merge.openapi.matcher import UNKNOWN_GROUP_VERSION
-from merge.store import open_store
-from sink.server import start_sink
-from sink.settings import Settings
+from auditcov.merge.errors import SpecError
+from auditcov.merge.openapi.catalogue import load_catalogue
+from auditcov.merge.openapi.live import cluster_access, fetch_catalogue
+from auditcov.merge.openapi.matcher import UNKNOWN_GROUP_VERSION
+from auditcov.merge.store import open_store
+from auditcov.sink.server import start_sink
+from auditcov.sink.settings import Settings
 
 TOKEN = "s3cret-token"
 

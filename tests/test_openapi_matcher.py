@@ -11,18 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merge.decode import Malformed
-from merge.eventfiles import AuditFile
-from merge.events import event_from_json
-from merge.openapi.catalogue import load_catalogue
-from merge.openapi.matcher import (
+from auditcov.merge.decode import Malformed
+from auditcov.merge.eventfiles import AuditFile
+from auditcov.merge.events import event_from_json
+from auditcov.merge.openapi.catalogue import load_catalogue
+from auditcov.merge.openapi.matcher import (
     CACHE_LIMIT,
     UNKNOWN_GROUP_VERSION,
     UNKNOWN_NON_RESOURCE,
     UNKNOWN_RESOURCE,
     Matcher,
 )
-from merge.openapi.synth import requests_for
+from auditcov.merge.openapi.synth import requests_for
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from sink.replay import Backoff, ReplayError, Target, replay
-from sink.settings import SettingsError
+from auditcov.sink.replay import Backoff, ReplayError, Target, replay
+from auditcov.sink.settings import SettingsError
 
 FAST = Backoff(initial=0.01, factor=1.5, attempts=5, timeout=5)
 

@@ -26,14 +26,14 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from merge.events import format_time
-from merge.openapi.catalogue import load_catalogue
-from merge.openapi.eligibility import load_eligibility
-from merge.openapi.matcher import UNKNOWN_GROUP_VERSION, UNKNOWN_NON_RESOURCE
-from merge.openapi.synth import random_name, requests_for
-from sink.cli import cli
-from sink.server import start_sink
-from sink.settings import Settings
+from auditcov.merge.events import format_time
+from auditcov.merge.openapi.catalogue import load_catalogue
+from auditcov.merge.openapi.eligibility import load_eligibility
+from auditcov.merge.openapi.matcher import UNKNOWN_GROUP_VERSION, UNKNOWN_NON_RESOURCE
+from auditcov.merge.openapi.synth import random_name, requests_for
+from auditcov.sink.cli import cli
+from auditcov.sink.server import start_sink
+from auditcov.sink.settings import Settings
 
 pytestmark = pytest.mark.slow
 

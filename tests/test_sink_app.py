@@ -9,9 +9,9 @@ import orjson
 import pytest
 from sink_support import CONTROLLER_AGENT, FIXTURES, e2e_event, event, event_list
 
-from merge.store import open_store_readonly
-from sink.app import init_app
-from sink.settings import Settings
+from auditcov.merge.store import open_store_readonly
+from auditcov.sink.app import init_app
+from auditcov.sink.settings import Settings
 
 JSON = {"Content-Type": "application/json"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from merge.store import open_store
-from sink.checkpointer import Checkpointer
+from auditcov.merge.store import open_store
+from auditcov.sink.checkpointer import Checkpointer
 
 
 def test_committed_pages_reach_the_database_file_without_the_writer_checkpointing(tmp_path):

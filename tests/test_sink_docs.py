@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from sink_support import event
 
-from merge.store import open_store
-from sink.cli import cli
-from sink.ingest import Ingestor
-from sink.settings import SETTINGS, Settings, SettingsError, load_settings
+from auditcov.merge.store import open_store
+from auditcov.sink.cli import cli
+from auditcov.sink.ingest import Ingestor
+from auditcov.sink.settings import SETTINGS, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "config/sink.toml"

@@ -6,12 +6,12 @@ import orjson
 import pytest
 from sink_support import CONTROLLER_AGENT, e2e_event, event
 
-from merge.decode import Malformed
-from merge.errors import AuditcovError
-from merge.events import parse_time
-from merge.stats import store_stats
-from merge.store import open_store
-from sink.ingest import Ingestor
+from auditcov.merge.decode import Malformed
+from auditcov.merge.errors import AuditcovError
+from auditcov.merge.events import parse_time
+from auditcov.merge.stats import store_stats
+from auditcov.merge.store import open_store
+from auditcov.sink.ingest import Ingestor
 
 TEST = e2e_event()["userAgent"].partition(" -- ")[2]
 E2E_AGENT = e2e_event()["userAgent"]

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from sink_support import event, event_list
 
-from merge.store import open_store_readonly
+from auditcov.merge.store import open_store_readonly
 
 JSON = {"Content-Type": "application/json"}
-SERVE = [sys.executable, "-c", "from sink.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-c", "from auditcov.sink.cli import main; main()", "serve"]
 
 
 class Sink:

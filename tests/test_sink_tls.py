@@ -9,9 +9,9 @@ import pytest
 import trustme
 from sink_support import event, event_list
 
-from merge.store import open_store_readonly
-from sink.server import start_sink
-from sink.settings import Settings
+from auditcov.merge.store import open_store_readonly
+from auditcov.sink.server import start_sink
+from auditcov.sink.settings import Settings
 
 JSON = {"Content-Type": "application/json"}
 

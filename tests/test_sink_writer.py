@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from merge.store import open_store
-from sink.writer import Writer
+from auditcov.merge.store import open_store
+from auditcov.sink.writer import Writer
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from merge.openapi.catalogue import load_catalogue
-from merge.openapi.eligibility import load_eligibility
-from merge.openapi.matcher import UNKNOWN_GROUP_VERSION
-from merge.openapi.stored import save_catalogue, stored_catalogue
-from merge.store import open_store
-from sink.cli import cli
-from sink.ingest import Ingestor
+from auditcov.merge.openapi.catalogue import load_catalogue
+from auditcov.merge.openapi.eligibility import load_eligibility
+from auditcov.merge.openapi.matcher import UNKNOWN_GROUP_VERSION
+from auditcov.merge.openapi.stored import save_catalogue, stored_catalogue
+from auditcov.merge.store import open_store
+from auditcov.sink.cli import cli
+from auditcov.sink.ingest import Ingestor
 
 KUBECTL_EVENT = {
     "stage": "ResponseComplete",

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from merge.errors import StoreError
-from merge.eventfiles import AuditFile
-from merge.stats import store_stats
-from merge.store import SCHEMA_VERSION, open_store, open_store_readonly, transaction
-from sink.importer import import_files
-from sink.ingest import Ingestor
+from auditcov.merge.cover.snapshots import list_snapshots, load_counters
+from auditcov.merge.errors import StoreError
+from auditcov.merge.eventfiles import AuditFile
+from auditcov.merge.stats import store_stats
+from auditcov.merge.store import SCHEMA_VERSION, open_store, open_store_readonly, transaction
+from auditcov.sink.importer import import_files
+from auditcov.sink.ingest import Ingestor
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -35,7 +36,9 @@ def test_a_store_of_schema_1_is_upgraded_keeping_its_events(tmp_path):
     # the identity as its own UNIQUE (run, audit_id, stage) constraint.
     path = tmp_path / "store.db"
     shutil.copy(FIXTURES / "stores/schema-v1.db", path)
-    with pytest.raises(StoreError, match=r"schema version 1; this auditcov reads 2 \(`auditcov serve`, `import`"):
+    with pytest.raises(
+        StoreError, match=rf"schema version 1; this auditcov reads {SCHEMA_VERSION} \(`auditcov serve`, `import`"
+    ):
         open_store_readonly(path)
     db = open_store(path)
     conn = db.conn
@@ -49,6 +52,28 @@ def test_a_store_of_schema_1_is_upgraded_keeping_its_events(tmp_path):
     assert (summary.accepted, summary.duplicates) == (0, 37)
     db.conn.close()
     assert store_stats(open_store_readonly(path), "v1")["events"] == 37
+
+
+def test_a_store_of_schema_2_is_upgraded_keeping_its_snapshots_and_quarantine(tmp_path):
+    # Made by auditcov at schema 2 (commit 62c37f1): `auditcov import --run v2` of audit2rbac/demo.log and of
+    # falco/fal_01_003.json (one quarantined item), then `cover import --run v2 --process demo --at
+    # 2026-01-31T12:00:00Z` of gocover/pbft-consensus-atomic.out.
+    path = tmp_path / "store.db"
+    shutil.copy(FIXTURES / "stores/schema-v2.db", path)
+    db = open_store(path)
+    conn = db.conn
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert store_stats(db, "v2")["events"] == 37
+    assert conn.execute("SELECT raw_encoding, reason FROM quarantine").fetchall() == [
+        ("text", "tests/fixtures/audit/falco/fal_01_003.json:1: kind '0' is not EventList or Event")
+    ]
+    [snapshot] = list_snapshots(db, "v2")
+    assert (snapshot.process, snapshot.mode, snapshot.at_us) == ("demo", "atomic", 1769860800000000)
+    assert len(load_counters(db, snapshot)) == 382
+    assert conn.execute("SELECT taken_us, raw, meta, missing FROM cover_snapshots").fetchall() == [
+        (None, None, None, None)
+    ]
+    assert {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_v2'")} == set()
 
 
 def test_a_file_that_is_not_a_store_is_refused(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from sink_support import FIXTURES, e2e_event
 
-from merge.useragent import parse_user_agent, tags_in
+from auditcov.merge.useragent import parse_user_agent, tags_in
 
 
 def test_e2e_agent_from_a_real_ci_run_names_its_test_and_tags():

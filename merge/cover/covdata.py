@@ -37,8 +37,8 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
-from merge.cover.model import Block, CoverageError, Profile, gc_paused
-from merge.cover.uleb128 import decode_one, decode_run
+from auditcov.merge.cover.model import Block, CoverageError, Profile, gc_paused
+from auditcov.merge.cover.uleb128 import decode_one, decode_run
 
 META_MAGIC = b"\x00cvm"
 COUNTER_MAGIC = b"\x00cwm"

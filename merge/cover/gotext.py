@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from merge.cover.model import MODES, Block, CoverageError, Profile, gc_paused
+from auditcov.merge.cover.model import MODES, Block, CoverageError, Profile, gc_paused
 
 _MODE_PREFIX = "mode: "
 _BLOCK_LINE = re.compile(r"(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)")

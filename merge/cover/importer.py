@@ -20,11 +20,11 @@ from pathlib import Path
 
 import sqlite_utils
 
-from merge.cover import covdata, gotext
-from merge.cover.livefile import read_settled
-from merge.cover.model import CoverageError, Profile
-from merge.cover.pycoverage import read_contexts
-from merge.cover.snapshots import save_python_lines, save_snapshot
+from auditcov.merge.cover import covdata, gotext
+from auditcov.merge.cover.livefile import read_settled
+from auditcov.merge.cover.model import CoverageError, Profile
+from auditcov.merge.cover.pycoverage import read_contexts
+from auditcov.merge.cover.snapshots import save_python_lines, save_snapshot
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 

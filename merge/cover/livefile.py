@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from merge.cover.model import CoverageError
+from auditcov.merge.cover.model import CoverageError
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from merge.errors import AuditcovError
+from auditcov.merge.errors import AuditcovError
 
 MODES = ("set", "count", "atomic")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from merge.cover.model import Profile
+from auditcov.merge.cover.model import Profile
 
 
 @dataclass(frozen=True, slots=True)

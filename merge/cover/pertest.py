@@ -26,9 +26,9 @@ from functools import lru_cache
 
 import sqlite_utils
 
-from merge.cover.model import Profile
-from merge.cover.pycoverage import add_python_lines
-from merge.cover.snapshots import Snapshot, list_snapshots, load_counters, load_layout, load_python_lines
+from auditcov.merge.cover.model import Profile
+from auditcov.merge.cover.pycoverage import add_python_lines
+from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_counters, load_layout, load_python_lines
 
 
 @dataclass(frozen=True, slots=True)

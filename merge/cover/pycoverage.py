@@ -22,7 +22,7 @@ from pathlib import Path
 from coverage import CoverageData
 from coverage.exceptions import CoverageException
 
-from merge.cover.model import Block, CoverageError, Profile
+from auditcov.merge.cover.model import Block, CoverageError, Profile
 
 #: pytest-cov's per-phase suffixes on a test's context.
 _PHASE = re.compile(r"\|(setup|run|teardown)$")

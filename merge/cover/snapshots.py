@@ -20,9 +20,9 @@ from operator import itemgetter
 import msgpack
 import sqlite_utils
 
-from merge.cover.model import Block, CoverageError, Profile
-from merge.cover.pycoverage import ContextLines
-from merge.store import ensure_run, transaction
+from auditcov.merge.cover.model import Block, CoverageError, Profile
+from auditcov.merge.cover.pycoverage import ContextLines
+from auditcov.merge.store import ensure_run, transaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from itertools import chain
 
-from merge.cover.model import CoverageError
+from auditcov.merge.cover.model import CoverageError
 
 # A value longer than one byte: continuation bytes, then the final one. Captured so `split` keeps it.
 _MULTI_BYTE = re.compile(rb"([\x80-\xff]+[\x00-\x7f])")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from merge.errors import SpecError
+from auditcov.merge.errors import SpecError
 
 #: The HTTP methods an OpenAPI path item may hold, in the order reports list them.
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from merge.errors import SpecError
-from merge.openapi.catalogue import Endpoint
+from auditcov.merge.errors import SpecError
+from auditcov.merge.openapi.catalogue import Endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ def load_conformance_tests(path: str | Path | None = None) -> dict[str, Conforma
 def _read_yaml(path: str | Path | None, default_name: str) -> object:
     try:
         if path is None:
-            text = resources.files("merge.data").joinpath(default_name).read_text(encoding="utf-8")
+            text = resources.files("auditcov.merge.data").joinpath(default_name).read_text(encoding="utf-8")
         else:
             text = Path(path).read_text(encoding="utf-8")
         return yaml.safe_load(text)

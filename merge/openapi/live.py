@@ -24,8 +24,8 @@ import aiohttp
 import orjson
 import yaml
 
-from merge.errors import SpecError
-from merge.openapi.catalogue import Catalogue, catalogue_from_documents, load_catalogue
+from auditcov.merge.errors import SpecError
+from auditcov.merge.openapi.catalogue import Catalogue, catalogue_from_documents, load_catalogue
 
 VERSIONS = ("auto", "v3", "v2")
 TIMEOUT_S = 60.0

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from itertools import repeat
 
-from merge.openapi.catalogue import Catalogue
+from auditcov.merge.openapi.catalogue import Catalogue
 
 #: Audit verb -> HTTP method. Resource verbs, then the lowercased methods of non-resource requests.
 VERB_METHODS = {

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from merge.errors import StoreError
-from merge.openapi.catalogue import Catalogue, Endpoint
-from merge.openapi.eligibility import Eligibility
-from merge.openapi.matcher import Matcher
-from merge.store import transaction
+from auditcov.merge.errors import StoreError
+from auditcov.merge.openapi.catalogue import Catalogue, Endpoint
+from auditcov.merge.openapi.eligibility import Eligibility
+from auditcov.merge.openapi.matcher import Matcher
+from auditcov.merge.store import transaction
 
 CATALOGUE_SOURCE_KEY = "catalogue_source"
 

@@ -12,8 +12,8 @@ import random
 import re
 from collections.abc import Mapping
 
-from merge.openapi.catalogue import Endpoint
-from merge.openapi.matcher import GREEDY_PARAMETER
+from auditcov.merge.openapi.catalogue import Endpoint
+from auditcov.merge.openapi.matcher import GREEDY_PARAMETER
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from merge.openapi.eligibility import ConformanceTest
-from merge.reports.endpointcov import EndpointCoverage
+from auditcov.merge.openapi.eligibility import ConformanceTest
+from auditcov.merge.reports.endpointcov import EndpointCoverage
 
 _LEVEL_ORDER = {"stable": 0, "beta": 1, "alpha": 2}
 

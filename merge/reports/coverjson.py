@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from merge.cover.pertest import PerTestCoverage
-from merge.events import format_time
+from auditcov.merge.cover.pertest import PerTestCoverage
+from auditcov.merge.events import format_time
 
 FORMAT_VERSION = 1
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from merge.cover.pertest import PerTestCoverage
-from merge.reports.coverjson import line_ranges, totals
+from auditcov.merge.cover.pertest import PerTestCoverage
+from auditcov.merge.reports.coverjson import line_ranges, totals
 
 
 def _notes(result: PerTestCoverage) -> str:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from merge.errors import StoreError
-from merge.openapi.catalogue import Endpoint
-from merge.openapi.stored import stored_catalogue
+from auditcov.merge.errors import StoreError
+from auditcov.merge.openapi.catalogue import Endpoint
+from auditcov.merge.openapi.stored import stored_catalogue
 
 #: The client product of the Kubernetes e2e test binary (DESIGN.md §3).
 E2E_CLIENT = "e2e.test"

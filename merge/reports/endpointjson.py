@@ -6,7 +6,7 @@ hit and how (direct, namespace, window), then per endpoint its tests, and what m
 
 from __future__ import annotations
 
-from merge.reports.endpointcov import EndpointCoverage
+from auditcov.merge.reports.endpointcov import EndpointCoverage
 
 FORMAT_VERSION = 1
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from merge.openapi.catalogue import LEVELS
-from merge.reports.endpointcov import EndpointCoverage
+from auditcov.merge.openapi.catalogue import LEVELS
+from auditcov.merge.reports.endpointcov import EndpointCoverage
 
 
 def render_endpoint_coverage(console: Console, coverage: EndpointCoverage, *, untested: bool = False) -> None:

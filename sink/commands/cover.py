@@ -6,11 +6,14 @@ from pathlib import Path
 
 import click
 
-from sink.commands import LazyGroup, db_option, run_option
+from auditcov.sink.commands import LazyGroup, db_option, run_option
 
 # `textfmt` and `percent` must start fast, so the store, rich, the event model and the readers are imported
 # inside the commands that use them.
-GO_TOOLS = {"textfmt": "sink.commands.gocover:textfmt_command", "percent": "sink.commands.gocover:percent_command"}
+GO_TOOLS = {
+    "textfmt": "auditcov.sink.commands.gocover:textfmt_command",
+    "percent": "auditcov.sink.commands.gocover:percent_command",
+}
 
 
 @click.group(cls=LazyGroup, lazy=GO_TOOLS)
@@ -19,7 +22,7 @@ def cover() -> None:
 
 
 def _moment(_ctx, _param, value: str | None) -> int | None:
-    from merge.events import parse_time
+    from auditcov.merge.events import parse_time
 
     if value is None:
         return None
@@ -43,9 +46,9 @@ def import_command(db_path: str, run: str, source: Path, process: str | None, at
 
     Example: auditcov cover import --run e2e-1 --process kube-apiserver --at 2026-01-31T12:00:00Z snaps/0001
     """
-    from merge.cover.importer import import_coverage
-    from merge.events import format_time, now_us
-    from merge.store import open_store
+    from auditcov.merge.cover.importer import import_coverage
+    from auditcov.merge.events import format_time, now_us
+    from auditcov.merge.store import open_store
 
     db = open_store(db_path)
     try:
@@ -71,10 +74,10 @@ def report_command(db_path: str, run: str | None, test: str | None, output_forma
     import orjson
     from rich.console import Console
 
-    from merge.cover.pertest import per_test_coverage
-    from merge.reports.coverjson import coverage_report
-    from merge.reports.covertable import render_test_files, render_tests
-    from merge.store import choose_run, open_store_readonly
+    from auditcov.merge.cover.pertest import per_test_coverage
+    from auditcov.merge.reports.coverjson import coverage_report
+    from auditcov.merge.reports.covertable import render_test_files, render_tests
+    from auditcov.merge.store import choose_run, open_store_readonly
 
     db = open_store_readonly(db_path)
     try:

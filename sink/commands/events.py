@@ -10,15 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from merge.decode import Malformed
-from merge.eventfiles import AuditFile, audit_files, read_files
-from merge.openapi.stored import stored_matcher
-from merge.store import open_store
-from sink.commands import db_option
-from sink.importer import import_files
-from sink.ingest import Ingestor, check_run_name
-from sink.replay import DEFAULT_BATCH_SIZE, Backoff, Target, replay, sendable
-from sink.settings import Settings
+from auditcov.merge.decode import Malformed
+from auditcov.merge.eventfiles import AuditFile, audit_files, read_files
+from auditcov.merge.openapi.stored import stored_matcher
+from auditcov.merge.store import open_store
+from auditcov.sink.commands import db_option
+from auditcov.sink.importer import import_files
+from auditcov.sink.ingest import Ingestor, check_run_name
+from auditcov.sink.replay import DEFAULT_BATCH_SIZE, Backoff, Target, replay, sendable
+from auditcov.sink.settings import Settings
 
 _DEFAULT_BACKOFF = Backoff()
 

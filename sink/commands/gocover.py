@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from merge.cover.covdata import read_covdata
-from merge.cover.gotext import write_text
-from merge.cover.percent import format_percent, package_coverage
+from auditcov.merge.cover.covdata import read_covdata
+from auditcov.merge.cover.gotext import write_text
+from auditcov.merge.cover.percent import format_percent, package_coverage
 
 _dirs_argument = click.argument(
     "dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)

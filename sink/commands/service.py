@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 import orjson
 
-from merge.stats import store_stats
-from merge.store import open_store_readonly
-from sink.commands import db_option, run_option
-from sink.server import serve as serve_sink
-from sink.settings import DEFAULT_CONFIG, SETTINGS, SYNCHRONOUS_CHOICES, load_settings
+from auditcov.merge.stats import store_stats
+from auditcov.merge.store import open_store_readonly
+from auditcov.sink.commands import db_option, run_option
+from auditcov.sink.server import serve as serve_sink
+from auditcov.sink.settings import DEFAULT_CONFIG, SETTINGS, SYNCHRONOUS_CHOICES, load_settings
 
 
 def _setting_options(command):

@@ -11,18 +11,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from merge.cover.pertest import per_test_coverage
-from merge.openapi.eligibility import load_conformance_tests, load_eligibility
-from merge.openapi.live import load_source
-from merge.openapi.matcher import Matcher
-from merge.openapi.stored import remap, save_catalogue, stored_catalogue
-from merge.reports.apisnoop import apisnoop_report
-from merge.reports.coverjson import add_code_to_endpoint_report
-from merge.reports.endpointcov import endpoint_coverage
-from merge.reports.endpointjson import endpoint_report
-from merge.reports.endpointtable import render_endpoint_coverage
-from merge.store import choose_run, open_store, open_store_readonly
-from sink.commands import db_option, run_option
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.openapi.eligibility import load_conformance_tests, load_eligibility
+from auditcov.merge.openapi.live import load_source
+from auditcov.merge.openapi.matcher import Matcher
+from auditcov.merge.openapi.stored import remap, save_catalogue, stored_catalogue
+from auditcov.merge.reports.apisnoop import apisnoop_report
+from auditcov.merge.reports.coverjson import add_code_to_endpoint_report
+from auditcov.merge.reports.endpointcov import endpoint_coverage
+from auditcov.merge.reports.endpointjson import endpoint_report
+from auditcov.merge.reports.endpointtable import render_endpoint_coverage
+from auditcov.merge.store import choose_run, open_store, open_store_readonly
+from auditcov.sink.commands import db_option, run_option
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 

@@ -28,7 +28,7 @@ from controlplane import DYNAMIC_AUDIT, Certificates, ControlPlane, binary_dir, 
 from traffic import E2E_MARKS, KUBECTL_COMMANDS, start_auditcov, stored_events
 from traffic import OUT as E2E_OUT
 
-from merge.events import parse_time
+from auditcov.merge.events import parse_time
 
 KUBE_VERSION = "v1.18.19"
 OUT = E2E_OUT / "dynamic"
