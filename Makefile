@@ -31,12 +31,15 @@ bench: $(VENV)/.test-extras
 	$(BIN)/python bench/match.py
 
 # End to end against a real kube-apiserver (see hack/e2e/build*.sh, tests/e2e/): builds what is missing
-# (first run: modules and a cold Go build cache), then runs the acceptance tests, and prints how long it took.
+# (first run: modules and a cold Go build cache), then runs the acceptance tests, and prints per mode the audit
+# log against the store, unmatched events by reason and the audit metrics, and how long it took.
+# AUDITCOV_E2E_FOCUS=FILE runs the tests listed in FILE (focus.txt's format) instead of tests/e2e/focus.txt.
 e2e: $(VENV)/.test-extras
 	@start=$$(date +%s); \
 	hack/e2e/build.sh && hack/e2e/build-1.18.sh && \
 	AUDITCOV_E2E=1 $(BIN)/python -m pytest -q -m e2e tests/e2e; \
-	status=$$?; echo "make e2e: $$(( $$(date +%s) - start ))s"; exit $$status
+	status=$$?; cat $${AUDITCOV_E2E_OUT:-build/e2e}/*/summary.txt 2>/dev/null; \
+	echo "make e2e: $$(( $$(date +%s) - start ))s"; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -179,15 +180,27 @@ def webhook_audit(work: Path, certs: Certificates, url: str, mode: str) -> list[
 class ControlPlane:
     """etcd + kube-apiserver (+ kube-controller-manager) on loopback, auditing to a file and as `audit_flags` say.
 
-    `apiserver` is another kube-apiserver binary (an older release); the controller manager is then not
-    started, since the pinned one may not run against an older apiserver.
+    `apiserver` is another kube-apiserver binary: of the pinned release (a coverage build), or of an older one
+    (`controller_manager=False`: the pinned controller manager may not run against an older apiserver).
+    `apiserver_env` is added to the apiserver's environment (a coverage build's agent settings).
     """
 
-    def __init__(self, work: Path, certs: Certificates, audit_flags: list[str], apiserver: Path | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        certs: Certificates,
+        audit_flags: list[str],
+        apiserver: Path | None = None,
+        *,
+        controller_manager: bool = True,
+        apiserver_env: dict[str, str] | None = None,
+    ) -> None:
         self.work = work
         self.certs = certs
         self.bin = binary_dir()
         self._apiserver = apiserver
+        self._controller_manager = controller_manager
+        self._apiserver_env = apiserver_env
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.audit_log = work / "audit.log"
@@ -202,7 +215,7 @@ class ControlPlane:
         try:
             self._start_etcd()
             self._start_apiserver()
-            if self._apiserver is None:
+            if self._controller_manager:
                 self._start_controller_manager()
         except BaseException:
             self.stop()
@@ -212,6 +225,18 @@ class ControlPlane:
         """Stop in reverse order, so the apiserver shuts down (and flushes its audit events) before etcd."""
         while self._processes:
             self._processes.pop().stop()
+
+    def namespaces(self) -> set[str]:
+        """The names of the namespaces that exist now (terminating ones included)."""
+        listing = orjson.loads(self.get("/api/v1/namespaces"))
+        return {item["metadata"]["name"] for item in listing["items"]}
+
+    def wait_for_namespaces(self, expected: set[str], timeout: float = 600) -> None:
+        """Wait until the namespaces are `expected` again: the e2e framework deletes each test's namespace as the
+        test ends, and kube-controller-manager finalizes it afterwards. Stopping it before then would cut the
+        last tests' clean-up short, and their indirect endpoints would depend on the tests' order."""
+        manager = next(process for process in self._processes if process.name == "kube-controller-manager")
+        wait_until(f"namespaces back to {sorted(expected)}", lambda: self.namespaces() <= expected, manager, timeout)
 
     def stop_apiserver(self) -> int:
         """Stop the controller manager, let the apiserver go idle, then stop it, leaving etcd; returns the
@@ -229,8 +254,8 @@ class ControlPlane:
         wait_until("an idle apiserver", lambda: self.metric(executing) <= 1, apiserver)
         return self._processes.pop().stop()
 
-    def _spawn(self, name: str, argv: list[str]) -> Process:
-        process = Process(name, argv, self.work)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        process = Process(name, argv, self.work, env={**os.environ, **env} if env else None)
         self._processes.append(process)
         return process
 
@@ -282,6 +307,7 @@ class ControlPlane:
                 "--audit-log-format=json",
                 *self._audit_flags,
             ],
+            self._apiserver_env,
         )
         wait_until("kube-apiserver", lambda: self.get("/readyz") == b"ok", apiserver)
 

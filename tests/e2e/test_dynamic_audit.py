@@ -132,7 +132,7 @@ def outcome() -> Outcome:
     OUT.mkdir(parents=True)
     certs = Certificates(OUT / "pki")
     port = free_port()
-    plane = ControlPlane(OUT, certs, DYNAMIC_AUDIT, apiserver=apiserver)
+    plane = ControlPlane(OUT, certs, DYNAMIC_AUDIT, apiserver=apiserver, controller_manager=False)
     # kubectl 1.36's `wait` asks for a streamed initial list (WatchList), which a 1.18 server never finishes.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("KUBE_FEATURE_WatchListClient", "false")
