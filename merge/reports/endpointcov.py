@@ -5,23 +5,87 @@
   APISnoop counts only those from `e2e.test` clients, and so does the apisnoop format;
 - indirect hits: events the `attributed_events` view gives to a test by namespace ownership or by a marker
   window (`attribution` 'namespace' or 'window');
-- the events that matched no operation, counted by reason.
+- the events that matched no operation, counted by reason;
+- hits: how many events hit each endpoint, for each test and way (`hits_by_test`, `hits_by_endpoint`) and in all
+  (`endpoint_hits`, every client, attributed or not), with the first and last time and the counts by status
+  class (`STATUS_CLASSES`). A hit is an event: a request recorded at two stages (RequestReceived, then
+  ResponseComplete) counts twice, the first with no status (class `none`).
+A hit answered 4xx or 5xx is still a hit (APISnoop's rule). With `successful_only`, the sets that say what was
+tested (`direct`, `direct_other`, `indirect`, hence `by_test`, `hit`, `conformance_tested`) count only hits whose
+status is successful (`SUCCESSFUL`: 1xx, as a connect's 101, 2xx or 3xx); the hit counts always hold every
+hit, so a report can say why an endpoint hit only by failures is untested.
 An e2e.test client whose agent carries no test text is no test: its events are neither direct nor indirect hits.
+Everything comes from one GROUP BY pass over the run's `attributed_events` (and one index read for `first_us`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlite_utils
 
 from auditcov.merge.errors import StoreError
+from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import Endpoint
 from auditcov.merge.openapi.stored import stored_catalogue
 
 #: The client product of the Kubernetes e2e test binary (DESIGN.md §3).
 E2E_CLIENT = "e2e.test"
+
+#: Status classes of a hit, by the first digit of its response code; `none` when the event has no code (a
+#: RequestReceived event, or a code outside 100..599).
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+#: The classes `successful_only` counts as tested.
+SUCCESSFUL = frozenset({"1xx", "2xx", "3xx"})
+#: How a test hit an endpoint: its own client (`direct`), another client in its namespace, or in its marker window.
+HOWS = ("direct", "namespace", "window")
+
+
+@dataclass(slots=True)
+class Hits:
+    """Events that hit an endpoint (for one test and way, or in all): how many, first and last request time (us,
+    `requestReceivedTimestamp`, else `stageTimestamp`), and how many of each status class."""
+
+    count: int = 0
+    first_us: int | None = None
+    last_us: int | None = None
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, count: int, first_us: int | None, last_us: int | None, status: str) -> None:
+        self.count += count
+        self.by_status[status] = self.by_status.get(status, 0) + count
+        if first_us is not None and (self.first_us is None or first_us < self.first_us):
+            self.first_us = first_us
+        if last_us is not None and (self.last_us is None or last_us > self.last_us):
+            self.last_us = last_us
+
+    def merge(self, other: Hits) -> None:
+        for status, count in other.by_status.items():
+            self.add(count, other.first_us, other.last_us, status)
+
+    @property
+    def successful(self) -> int:
+        return sum(count for status, count in self.by_status.items() if status in SUCCESSFUL)
+
+    def to_json(self) -> dict:
+        """`{"hits", "successful", "first", "last", "status": {class: hits}}` (times in RFC 3339)."""
+        return {
+            "hits": self.count,
+            "successful": self.successful,
+            "first": None if self.first_us is None else format_time(self.first_us),
+            "last": None if self.last_us is None else format_time(self.last_us),
+            "status": {status: self.by_status[status] for status in STATUS_CLASSES if status in self.by_status},
+        }
+
+
+def merged_hits(hits: Iterable[Hits]) -> Hits:
+    """One `Hits` adding up several (a test's ways of hitting one endpoint, say)."""
+    total = Hits()
+    for item in hits:
+        total.merge(item)
+    return total
 
 
 @dataclass(slots=True)
@@ -48,6 +112,10 @@ class EndpointCoverage:
     unmapped: int = 0  # events stored before there was a catalogue and not re-mapped since
     e2e_versions: Counter = field(default_factory=Counter)  # e2e.test/<version> -> events
     first_us: int | None = None
+    successful_only: bool = False  # membership (direct, direct_other, indirect) counts only successful hits
+    hits_by_test: dict[str, dict[str, dict[str, Hits]]] = field(default_factory=dict)  # test -> op -> how -> hits
+    hits_by_endpoint: dict[str, dict[str, dict[str, Hits]]] = field(default_factory=dict)  # op -> test -> how -> ..
+    endpoint_hits: dict[str, Hits] = field(default_factory=dict)  # op -> every event that hit it, any client
 
     def e2e_tests(self, operation_id: str) -> set[str]:
         return self.direct.get(operation_id, set())
@@ -76,7 +144,33 @@ class EndpointCoverage:
         return result
 
 
-def endpoint_coverage(db: sqlite_utils.Database, run: str) -> EndpointCoverage:
+    def test_hits(self, test: str) -> dict[str, dict[str, Hits]]:
+        """operationId -> how -> hits, for every endpoint `test` hit (failures included)."""
+        return self.hits_by_test.get(test, {})
+
+    def endpoint_test_hits(self, operation_id: str) -> dict[str, dict[str, Hits]]:
+        """test -> how -> hits, for every test that hit `operation_id` (failures included)."""
+        return self.hits_by_endpoint.get(operation_id, {})
+
+    def hits_of(self, operation_id: str) -> Hits:
+        """Every event of the run that hit `operation_id`, from any client, attributed to a test or not."""
+        return self.endpoint_hits.get(operation_id) or Hits()
+
+
+#: One pass over the run: a row per (test, endpoint or unmatched reason, how, e2e client or not, e2e version,
+#: status digit).
+_HITS_SQL = """
+SELECT attributed_test, operation_id, unmatched_reason, attribution, client = ?,
+    CASE WHEN client = ? THEN substr(user_agent, 1, instr(user_agent || ' ', ' ') - 1) END,
+    CASE WHEN code BETWEEN 100 AND 599 THEN code / 100 END,
+    COUNT(*), MIN(COALESCE(received_us, stage_us)), MAX(COALESCE(received_us, stage_us))
+FROM attributed_events WHERE run = ?
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
+_STATUS_OF_DIGIT = {digit: f"{digit}xx" for digit in range(1, 6)}
+
+
+def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> EndpointCoverage:
     """The run's endpoint coverage against the store's catalogue (see the module docstring)."""
     conn = db.conn
     catalogue = stored_catalogue(db)
@@ -91,47 +185,43 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str) -> EndpointCoverage:
         tests={name: bool(conformance) for name, conformance in conn.execute(
             "SELECT name, conformance FROM tests WHERE run = ?", (run,))},
     )  # fmt: skip
-    mapped = conn.execute(
-        "SELECT COUNT(*), COUNT(operation_id), COUNT(unmatched_reason) FROM events WHERE run = ?", (run,)
-    ).fetchone()
-    if mapped[0] and not (mapped[1] or mapped[2]):
+    coverage.successful_only = successful_only
+    events = matched = 0
+    for test, operation_id, reason, how, e2e, agent, digit, count, first_us, last_us in conn.execute(
+        _HITS_SQL, (E2E_CLIENT, E2E_CLIENT, run)
+    ):
+        events += count
+        if agent:
+            version = agent.partition("/")[2]  # e2e.test/v1.36.0 (linux/amd64) ...
+            if version:
+                coverage.e2e_versions[version] += count
+        if e2e and how == "direct":
+            coverage.e2e_test_names.add(test)
+        if operation_id is None:
+            if reason is not None:
+                coverage.unmatched[reason] += count
+            continue
+        matched += count
+        status = _STATUS_OF_DIGIT.get(digit, "none")
+        coverage.endpoint_hits.setdefault(operation_id, Hits()).add(count, first_us, last_us, status)
+        if test is None:
+            continue
+        per_test = coverage.hits_by_test.setdefault(test, {}).setdefault(operation_id, {})
+        hits = per_test.get(how)
+        if hits is None:
+            hits = per_test[how] = Hits()
+            coverage.hits_by_endpoint.setdefault(operation_id, {}).setdefault(test, {})[how] = hits
+        hits.add(count, first_us, last_us, status)
+        if successful_only and status not in SUCCESSFUL:
+            continue
+        if how == "direct":
+            target = coverage.direct if e2e else coverage.direct_other
+            target.setdefault(operation_id, set()).add(test)
+        else:
+            coverage.indirect.setdefault(operation_id, {}).setdefault(test, set()).add(how)
+    unmatched = sum(coverage.unmatched.values())
+    if events and not (matched or unmatched):
         raise StoreError(f"run {run!r}: no event is mapped to an endpoint yet: run `auditcov remap` first")
-    coverage.unmapped = mapped[0] - mapped[1] - mapped[2]
-    for operation_id, test, client in conn.execute(
-        "SELECT operation_id, test, client FROM events WHERE run = ? AND test IS NOT NULL"
-        " AND operation_id IS NOT NULL GROUP BY operation_id, test, client",
-        (run,),
-    ):
-        target = coverage.direct if client == E2E_CLIENT else coverage.direct_other
-        target.setdefault(operation_id, set()).add(test)
-    for operation_id, test, attribution in conn.execute(
-        "SELECT operation_id, attributed_test, attribution FROM attributed_events WHERE run = ?"
-        " AND attribution IN ('namespace', 'window') AND operation_id IS NOT NULL"
-        " GROUP BY operation_id, attributed_test, attribution",
-        (run,),
-    ):
-        coverage.indirect.setdefault(operation_id, {}).setdefault(test, set()).add(attribution)
-    coverage.unmatched.update(
-        dict(
-            conn.execute(
-                "SELECT unmatched_reason, COUNT(*) FROM events WHERE run = ? AND unmatched_reason IS NOT NULL"
-                " GROUP BY unmatched_reason",
-                (run,),
-            ).fetchall()
-        )
-    )
-    for user_agent, count in conn.execute(
-        "SELECT user_agent, COUNT(*) FROM events WHERE run = ? AND client = ? GROUP BY user_agent",
-        (run, E2E_CLIENT),
-    ):
-        version = user_agent.split(" ", 1)[0].partition("/")[2]  # e2e.test/v1.36.0 (linux/amd64) ...
-        if version:
-            coverage.e2e_versions[version] += count
-    coverage.e2e_test_names = {
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT test FROM events WHERE run = ? AND client = ? AND test IS NOT NULL", (run, E2E_CLIENT)
-        )
-    }
+    coverage.unmapped = events - matched - unmatched
     coverage.first_us = conn.execute("SELECT MIN(received_us) FROM events WHERE run = ?", (run,)).fetchone()[0]
     return coverage

@@ -1,6 +1,10 @@
 """auditcov's own JSON form of endpoint coverage (`auditcov report --format json`): per test, every endpoint it
 hit and how (direct, namespace, window), then per endpoint its tests, and what matched no endpoint.
 
+Hits (`endpointcov.Hits.to_json`: count, successful, first and last time, counts by status class) are given per
+endpoint (`hits`: every event of the run that hit it) and per test (`hits`: endpoint -> how -> hits, failures
+included); `successful_only` says whether the tested sets count only successful hits.
+
 `FORMAT_VERSION` changes whenever a field changes meaning or goes away.
 """
 
@@ -30,17 +34,23 @@ def endpoint_report(coverage: EndpointCoverage) -> dict:
                 "other_direct_tests": sorted(coverage.direct_other.get(operation_id, ())),
                 "indirect_tests": {test: sorted(how) for test, how in sorted(indirect.items())},
                 "conformance_tested": coverage.conformance_tested(operation_id),
+                "hits": coverage.hits_of(operation_id).to_json(),
             }
         )
     return {
         "format_version": FORMAT_VERSION,
         "run": coverage.run,
         "catalogue": coverage.catalogue_source,
+        "successful_only": coverage.successful_only,
         "tests": [
             {
                 "test": test,
                 "conformance": coverage.tests.get(test, False),
                 "endpoints": {op: sorted(how) for op, how in sorted(hits.items())},
+                "hits": {
+                    op: {how: counted.to_json() for how, counted in sorted(ways.items())}
+                    for op, ways in sorted(coverage.test_hits(test).items())
+                },
             }
             for test, hits in sorted(by_test.items())
         ],
