@@ -8,11 +8,12 @@ import click
 
 from auditcov.sink.commands import LazyGroup, db_option, run_option
 
-# `textfmt` and `percent` must start fast, so the store, rich, the event model and the readers are imported
+# `textfmt`, `percent` and `build` must start fast, so the store, rich, the event model and the readers are imported
 # inside the commands that use them.
 GO_TOOLS = {
     "textfmt": "auditcov.sink.commands.gocover:textfmt_command",
     "percent": "auditcov.sink.commands.gocover:percent_command",
+    "build": "auditcov.sink.commands.coverbuild:build_command",
 }
 
 

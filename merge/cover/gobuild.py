@@ -1,0 +1,148 @@
+"""Building a Go main package with the coverage agent in it, without touching the package (`auditcov cover build`).
+
+`go list` finds the package's directory (it must be a main package); the agent source (goagent/, package data)
+and an overlay JSON that adds it to that directory go to a temporary folder; then
+`go build -cover -covermode=atomic -overlay <json> -o BIN <flags> PKG`. Nothing in the user's tree or go.mod is
+written. Go runs in `directory` (like `go build -C`); BIN is taken relative to the caller's working directory and
+defaults to the package's command name there.
+
+The flags are go build's own, passed through (`-coverpkg=...`, `-tags`, `-ldflags`, ...), except those this
+build decides: `-o` and `-C` (options of the build itself), `-covermode` (the agent needs atomic) and
+`-overlay` (merged with the agent's: a user's overlay keeps working). `-tags`, `-mod`, `-modfile` and that
+overlay also go to `go list`, since they decide which package PKG is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from auditcov.merge.errors import AuditcovError
+
+AGENT_FILE = "auditcov_coverage_agent.go"
+
+#: go build's flags that take a value; any other flag is a switch (`-race`, `-trimpath`, `-buildvcs=false`).
+_VALUE_FLAGS = {
+    *("C", "o", "p", "asmflags", "buildmode", "compiler", "covermode", "coverpkg", "gccgoflags", "gcflags"),
+    *("installsuffix", "ldflags", "mod", "modfile", "overlay", "pgo", "pkgdir", "tags", "toolexec"),
+}
+#: The flags that choose which package a path names, so `go list` gets them too.
+_LIST_FLAGS = ("tags", "mod", "modfile", "overlay")
+
+
+class GoBuildError(AuditcovError):
+    """The Go package cannot be built with the agent: no Go, not a main package, bad flags, or go build failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MainPackage:
+    import_path: str
+    dir: Path
+    #: The executable's name `go build` would choose (`kube-apiserver` for .../cmd/kube-apiserver).
+    command_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    package: MainPackage
+    binary: Path
+    command: list[str]
+
+
+def agent_source() -> bytes:
+    """The Go agent's source as installed with auditcov."""
+    return resources.files("auditcov.merge.cover.goagent").joinpath(AGENT_FILE).read_bytes()
+
+
+def build_with_agent(
+    package: str, *, output: Path | None = None, directory: Path | None = None, flags: Sequence[str] = ()
+) -> Build:
+    """Build `package` (a path or import path, as go takes it, resolved in `directory`) with the agent."""
+    go = shutil.which("go")
+    if go is None:
+        raise GoBuildError("go: not found on PATH; `auditcov cover build` needs a Go toolchain (1.20 or later)")
+    cwd = Path(directory) if directory is not None else Path.cwd()
+    if not cwd.is_dir():
+        raise GoBuildError(f"{cwd}: not a directory")
+    chosen, passed = _split_flags(flags)
+    with tempfile.TemporaryDirectory(prefix="auditcov-cover-build-") as scratch:
+        list_flags = [f"-{name}={chosen[name]}" for name in _LIST_FLAGS if name in chosen]
+        main = find_main_package(go, package, cwd=cwd, flags=list_flags)
+        replace = _user_overlay(chosen["overlay"], cwd) if "overlay" in chosen else {}
+        agent = Path(scratch, AGENT_FILE)
+        agent.write_bytes(agent_source())
+        overlay = Path(scratch, "overlay.json")
+        overlay.write_text(json.dumps({"Replace": {**replace, str(main.dir / AGENT_FILE): str(agent)}}))
+        binary = (Path(output) if output is not None else Path(main.command_name)).absolute()
+        command = [go, "build", "-cover", "-covermode=atomic", f"-overlay={overlay}", "-o", str(binary), *passed]
+        done = subprocess.run([*command, package], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GoBuildError(f"go build of {package} failed (exit status {done.returncode}):\n{done.stderr.rstrip()}")
+    return Build(main, binary, [*command, package])
+
+
+def find_main_package(go: str, package: str, *, cwd: Path, flags: Sequence[str] = ()) -> MainPackage:
+    """`go list` of one main package, or a `GoBuildError` saying why `package` is not one."""
+    template = "{{.Name}}\t{{.ImportPath}}\t{{.Dir}}\t{{.Target}}"
+    done = subprocess.run(
+        [go, "list", *flags, "-f", template, package], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise GoBuildError(f"go list {package} (in {cwd}) failed:\n{done.stderr.rstrip()}")
+    rows = [line.split("\t") for line in done.stdout.splitlines() if line]
+    if len(rows) != 1:
+        paths = ", ".join(row[1] for row in rows)
+        raise GoBuildError(f"{package}: names {len(rows)} packages ({paths}); name one main package")
+    name, import_path, package_dir, target = rows[0]
+    if name != "main":
+        raise GoBuildError(
+            f"{package}: {import_path} is package {name}, not a main package; cover build needs a command"
+        )
+    command_name = Path(target).name if target else Path(package_dir).name
+    return MainPackage(import_path, Path(package_dir), command_name)
+
+
+def _split_flags(flags: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """The flags this module reads (`_LIST_FLAGS`, by name) and those that go on to go build."""
+    chosen: dict[str, str] = {}
+    passed: list[str] = []
+    tokens = list(flags)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("-") or token in ("-", "--"):
+            raise GoBuildError(
+                f"{token!r} after --: only go build flags go there (PKG comes before --; write flags as -name=value)"
+            )
+        name, has_value, value = token.lstrip("-").partition("=")
+        if name in _VALUE_FLAGS and not has_value:
+            if not tokens:
+                raise GoBuildError(f"{token}: go build flag without its value")
+            value = tokens.pop(0)
+        if name in ("o", "C"):
+            raise GoBuildError(f"-{name}: give it to auditcov cover build itself (before PKG), not after --")
+        if name == "covermode" and value != "atomic":
+            raise GoBuildError(
+                f"-covermode={value}: the agent needs -covermode=atomic (runtime/coverage.WriteCounters); drop it"
+            )
+        if name in _LIST_FLAGS:
+            chosen[name] = value
+        # The build sets -cover and -covermode itself and passes the merged overlay.
+        if name not in ("overlay", "covermode", "cover"):
+            passed.append(f"-{name}={value}" if name in _VALUE_FLAGS else token)
+    return chosen, passed
+
+
+def _user_overlay(path: str, cwd: Path) -> dict[str, str]:
+    """The Replace map of the user's own -overlay file (relative paths in it are go's: from the go directory)."""
+    overlay = cwd / path
+    try:
+        replace = json.loads(overlay.read_text())["Replace"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GoBuildError(f"-overlay={path}: not a go build overlay file ({exc})") from None
+    return {str(cwd / old): str(cwd / new) if new else new for old, new in replace.items()}
