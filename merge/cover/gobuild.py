@@ -20,12 +20,10 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from auditcov.merge.cover.goagent import AGENT_FILE, agent_source
 from auditcov.merge.errors import AuditcovError
-
-AGENT_FILE = "auditcov_coverage_agent.go"
 
 #: go build's flags that take a value; any other flag is a switch (`-race`, `-trimpath`, `-buildvcs=false`).
 _VALUE_FLAGS = {
@@ -53,11 +51,6 @@ class Build:
     package: MainPackage
     binary: Path
     command: list[str]
-
-
-def agent_source() -> bytes:
-    """The Go agent's source as installed with auditcov."""
-    return resources.files("auditcov.merge.cover.goagent").joinpath(AGENT_FILE).read_bytes()
 
 
 def build_with_agent(
