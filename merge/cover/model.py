@@ -88,6 +88,17 @@ class Profile:
                 covered.setdefault(block.file, set()).update(range(block.start_line, block.end_line + 1))
         return covered
 
+    def line_counts(self) -> dict[str, dict[int, int]]:
+        """Every line of every block, per file, with the highest count of the blocks on it (0: none ran), as line
+        reports (lcov, Cobertura) give them; covered lines are exactly those of `lines`."""
+        result: dict[str, dict[int, int]] = {}
+        for block, count in self.counts.items():
+            lines = result.setdefault(block.file, {})
+            for line in range(block.start_line, block.end_line + 1):
+                if count > lines.get(line, -1):
+                    lines[line] = count
+        return result
+
 
 def _describe(block: Block) -> str:
     return f"{block.start_line}.{block.start_col},{block.end_line}.{block.end_col}"
