@@ -214,7 +214,8 @@ CREATE TABLE IF NOT EXISTS cover_meta (
 -- the counter file's bytes as the agent sent them (raw, with meta), and gets layout and counters when decoded
 -- off the ingest path; an imported one is decoded at once. A snapshot that could not be taken (the agent timed
 -- out, refused, was gone) is a row too, with no counters and the reason in `missing`: the tests it bounds are
--- incomplete, never silently widened to the next snapshot.
+-- incomplete, never silently widened to the next snapshot. A Python agent's boundary (its coverage.py context
+-- switched) is a row with no counters, no raw and no `missing`: its lines arrive in py_lines.
 CREATE TABLE IF NOT EXISTS cover_snapshots (
     id INTEGER PRIMARY KEY,
     run TEXT NOT NULL,
@@ -227,8 +228,9 @@ CREATE TABLE IF NOT EXISTS cover_snapshots (
     layout TEXT REFERENCES cover_layouts (hash),  -- NULL until decoded or when missing
     counters BLOB,                     -- msgpack list of counts, one per block of the layout, in its order; NULL
                                        --   until decoded or when missing
-    raw BLOB,                          -- the counter file (`runtime/coverage.WriteCounters`) as sent; NULL for
-                                       --   imports, and once decoded
+    raw BLOB,                          -- the counter file (`runtime/coverage.WriteCounters`) as sent, or for a
+                                       --   profile source the text profile as read; NULL for imports, and once
+                                       --   decoded (kept when undecodable, with `missing` saying why)
     meta TEXT REFERENCES cover_meta (hash),  -- the meta-data raw's counters belong to; NULL for imports
     missing TEXT,                      -- why there are no counters; NULL when there are (or will be, once decoded)
     source TEXT NOT NULL,              -- the file, directory or agent it came from, for messages

@@ -13,7 +13,16 @@ again in the window does not show; such results carry `first_hit_only`.
 A test whose window overlaps another's (sharing more than a boundary instant) shares its coverage: whatever
 ran in the overlap is in both deltas, and `shared_with` names the others. A delta that cannot be computed (no
 snapshot before or after, counters that went down because the process restarted or cleared them, a binary
-whose layout changed) is left out with a problem saying why; the test's other processes still count.
+whose layout changed) is left out with a problem saying why; the test's other processes still count. Such a
+test is `incomplete`.
+
+Live snapshots (the sink's boundaries). A boundary snapshot that could not be taken (the agent timed out,
+refused, died) is stored as missing with the reason: a test whose edge falls on it is incomplete for that
+process, with the reason; its delta is never widened to the snapshots beyond. A Python agent's boundaries
+carry no counters (its lines come per context), but a missing one makes the tests it bounds incomplete just
+the same. Snapshots of a `profile` source (a text profile its process rewrites every few seconds,
+KUBE_COVERAGE_FILE) lag the boundary by up to that interval: their deltas are `coarse`. Snapshots the sink has
+not decoded yet are decoded here, in memory.
 
 Python lines come from coverage.py contexts (already per test) and are added to the test's lines.
 """
@@ -26,9 +35,16 @@ from functools import lru_cache
 
 import sqlite_utils
 
-from auditcov.merge.cover.model import Profile
+from auditcov.merge.cover.model import CoverageError, Profile
 from auditcov.merge.cover.pycoverage import add_python_lines
-from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_counters, load_layout, load_python_lines
+from auditcov.merge.cover.snapshots import (
+    Snapshot,
+    changed_blocks,
+    list_snapshots,
+    load_layout,
+    load_python_lines,
+    snapshot_counters,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +71,15 @@ class PerTestCoverage:
     first_hit_only: bool = False
     shared_with: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Some process's delta is left out (a missing or absent snapshot at an edge, ...): `problems` says why.
+    incomplete: bool = False
+    #: Some delta comes from a profile source that lags the boundaries (KUBE_COVERAGE_FILE).
+    coarse: bool = False
+
+    def problem(self, message: str) -> None:
+        """Record why a process's delta is left out: the test is incomplete."""
+        self.problems.append(message)
+        self.incomplete = True
 
     def lines(self) -> dict[str, set[int]]:
         """Covered lines per file (the model's rule: a line is covered when any block on it ran)."""
@@ -106,7 +131,7 @@ class _Deltas:
             self._by_process.setdefault(snapshot.process, []).append(snapshot)
         self._times = {process: [s.at_us for s in items] for process, items in self._by_process.items()}
         # Neighbouring windows share edge snapshots; a few decoded ones cover a run in window order.
-        self._counters = lru_cache(maxsize=8)(lambda snapshot: load_counters(db, snapshot))
+        self._counters = lru_cache(maxsize=8)(lambda snapshot: snapshot_counters(db, snapshot))
         self._layout = lru_cache(maxsize=2)(lambda layout_hash: load_layout(db, layout_hash))
 
     def add_window(self, result: PerTestCoverage) -> None:
@@ -116,31 +141,47 @@ class _Deltas:
             before_index = bisect_right(times, window.start_us) - 1
             after_index = bisect_left(times, window.end_us)
             if before_index < 0:
-                result.problems.append(f"process {process!r}: no snapshot at or before the test's start")
+                result.problem(f"process {process!r}: no snapshot at or before the test's start")
                 continue
             if after_index == len(snapshots):
-                result.problems.append(f"process {process!r}: no snapshot at or after the test's end")
+                result.problem(f"process {process!r}: no snapshot at or after the test's end")
                 continue
-            self._add_delta(result, process, snapshots[before_index], snapshots[after_index])
+            before, after = snapshots[before_index], snapshots[after_index]
+            missing = [(edge, s) for edge, s in (("start", before), ("end", after)) if s.missing is not None]
+            if missing:
+                for edge, snapshot in missing:
+                    result.problem(
+                        f"process {process!r}: the snapshot at the test's {edge} is missing: {snapshot.missing}"
+                    )
+                continue
+            if not (before.has_counters and after.has_counters):
+                continue  # a Python agent's boundaries: its lines come from its contexts
+            try:
+                self._add_delta(result, process, before, after)
+            except CoverageError as exc:
+                result.problem(f"process {process!r}: {exc}")
 
     def _add_delta(self, result: PerTestCoverage, process: str, before: Snapshot, after: Snapshot) -> None:
-        if before.layout != after.layout or before.mode != after.mode:
-            result.problems.append(
+        old, new = self._counters(before), self._counters(after)
+        if old.layout != new.layout or old.mode != new.mode:
+            result.problem(
                 f"process {process!r}: snapshots {before.source} and {after.source} are of different builds "
                 f"(block layout or mode differs), so they cannot be subtracted"
             )
             return
-        before_counts, after_counts = self._counters(before), self._counters(after)
-        changed = [i for i, (old, new) in enumerate(zip(before_counts, after_counts, strict=True)) if old != new]
+        before_counts, after_counts = old.counts, new.counts
+        changed = changed_blocks(before_counts, after_counts)
         if any(after_counts[i] < before_counts[i] for i in changed):
-            result.problems.append(
+            result.problem(
                 f"process {process!r}: counters went down between {before.source} and {after.source} "
                 f"(the process restarted or cleared its counters)"
             )
             return
-        if after.mode == "set":
+        if new.mode == "set":
             result.first_hit_only = True
-        layout = self._layout(after.layout)
+        if "profile" in (before.kind, after.kind):
+            result.coarse = True
+        layout = self._layout(new.layout)
         for i in changed:
             result.profile.add(layout.block(i), layout.statements(i), after_counts[i] - before_counts[i])
 

@@ -38,6 +38,10 @@ def lines_of_test_json(result: PerTestCoverage) -> dict:
         # Set-mode counters: a line counts only when this window was the first to run it in its process.
         "first_hit_only": result.first_hit_only,
         "shared_with": sorted(result.shared_with),
+        # Some process's delta is left out (problems says why: e.g. a boundary snapshot is missing).
+        "incomplete": result.incomplete,
+        # Some delta is from a profile file that lags the boundaries by its flush interval (KUBE_COVERAGE_FILE).
+        "coarse": result.coarse,
         "problems": result.problems,
         "lines_covered": sum(len(numbers) for numbers in lines.values()),
         "statements_run": result.statements_run(),

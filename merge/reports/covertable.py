@@ -17,6 +17,10 @@ def _notes(result: PerTestCoverage) -> str:
         others = sorted(result.shared_with)
         named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         notes.append(f"window overlaps {named}: coverage shared")
+    if result.coarse:
+        notes.append("coarse: from a profile file that lags the test's edges")
+    if result.incomplete:
+        notes.append("INCOMPLETE:")
     notes.extend(result.problems)
     return "\n".join(notes)
 
