@@ -95,3 +95,56 @@ def report_command(db_path: str, run: str | None, test: str | None, output_forma
     render_tests(console, run, results)
     if test is not None:
         render_test_files(console, results[0])
+
+
+@cover.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--run", "run", default=None, help="The run it belongs to (env AUDITCOV_RUN; default `default`).")
+@click.option("--process", default=None, help="Its process name (env AUDITCOV_PROCESS; default the module or script).")
+@click.option(
+    "--agent",
+    "listen",
+    default=None,
+    help="Where the agent listens: 127.0.0.1:PORT, [::1]:PORT or unix:/path (env AUDITCOV_AGENT; default "
+    "127.0.0.1:0, any free port).",
+)
+@click.option("--sink", default=None, help="The sink to register with and send data to at exit (env AUDITCOV_SINK).")
+@click.option("--source", "sources", multiple=True, help="Measure only this directory or package (repeatable).")
+@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    run: str | None,
+    process: str | None,
+    listen: str | None,
+    sink: str | None,
+    sources: tuple[str, ...],
+    program: tuple[str, ...],
+) -> None:
+    """Run a Python program under coverage.py with the live coverage agent, as `coverage run` would.
+
+    PROGRAM is `python -m MODULE ARGS` or `SCRIPT.py ARGS`; it runs in this process and its exit status is
+    this command's. The agent serves its API (health, context, data, clear) on a loopback port, registers with
+    the sink, which switches its context to each test at the test's boundaries, and sends its data file to the
+    sink at exit (also on SIGTERM). The other settings are the Go agent's environment variables:
+    AUDITCOV_AGENT_TOKEN_FILE, AUDITCOV_AGENT_ALLOW_REMOTE, AUDITCOV_SINK_CA, AUDITCOV_TOKEN_FILE.
+
+    Example: auditcov cover run --sink http://127.0.0.1:8080 --run e2e-1 -- python -m myservice --port 9000
+    """
+    import os
+
+    from coverage.exceptions import CoverageException
+
+    from auditcov.merge.cover.pyagent import AgentConfig, parse_listen, parse_program, program_name, run_program
+
+    args, as_module = parse_program(list(program))
+    config = AgentConfig.from_env(os.environ, process=program_name(args, as_module=as_module))
+    for name, value in {"run": run, "process": process, "listen": listen, "sink": sink}.items():
+        if value is not None:
+            setattr(config, name, value)
+    config.sources = list(sources)
+    parse_listen(config.listen, allow_remote=config.allow_remote)  # a bad address is a usage error, said now
+    try:
+        status = run_program(list(program), config)
+    except CoverageException as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.exit(status)

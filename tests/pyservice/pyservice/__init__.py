@@ -1,0 +1,1 @@
+"""A small HTTP service for the Python agent's tests: a few handlers doing different work (tests/pyservice)."""
