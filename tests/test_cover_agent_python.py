@@ -1,0 +1,315 @@
+"""The Python coverage agent (`auditcov cover run`, merge/cover/pyagent.py) around a real service.
+
+tests/pyservice is a small stdlib HTTP service; every test here runs it as a real subprocess, under the agent or
+under plain `coverage run`, and talks to both over loopback HTTP.
+
+What "exact per-test lines" is checked against. The reference for a test is the service run alone under plain
+`coverage run` (a fresh process) serving only that test's requests, minus the lines of a fresh run that serves
+no request at all (start-up and shut-down). That difference is what the test's requests made the service run.
+The agent's context for the test must be exactly that. It could differ in two honest ways, and the service is
+written so that neither happens, which is what makes the comparison exact: a line run both at start-up and by a
+request (it is in the agent's context but subtracted from the reference), and state carried from one test to
+the next (a cache filled, a module imported lazily by whichever test comes first).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from auditcov.merge.cover.pycoverage import read_contexts
+
+SERVICE_DIR = Path(__file__).parent / "pyservice"
+SOURCE = SERVICE_DIR / "pyservice"
+AUDITCOV = [str(Path(sys.executable).with_name("auditcov"))]
+AGENT_FILE = "pyagent.py"
+
+#: The three tests: the requests each sends. They share the dispatch and reply lines of server.py and each has
+#: lines of its own in work.py; test_primes also takes the not-found branch.
+TESTS = {
+    "test_square": [("GET", "/square?side=3", None), ("GET", "/square?side=4", None)],
+    "test_circle_and_words": [("GET", "/circle?r=2", None), ("POST", "/words", b"One two, two. THREE three three")],
+    "test_primes": [("GET", "/primes?n=30", None), ("GET", "/nothing-here", None)],
+}
+
+Lines = dict[str, set[int]]
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    """One HTTP request to 127.0.0.1:`port`: (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def _wait_for(predicate, what: str, process: subprocess.Popen, stderr: Path, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited ({process.returncode}) before {what}: {stderr.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} after {timeout} s: {stderr.read_text()}")
+
+
+class Service:
+    """tests/pyservice running as a subprocess (under the agent or plain coverage run)."""
+
+    def __init__(self, command: list[str], workdir: Path, env: dict[str, str] | None = None, agent: bool = True):
+        self.workdir = workdir
+        self.port_file = workdir / "port"
+        self.stderr_path = workdir / "stderr.txt"
+        self.port_file.unlink(missing_ok=True)
+        with self.stderr_path.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [*command, "--port-file", str(self.port_file)],
+                cwd=SERVICE_DIR,
+                env={**os.environ, **(env or {})},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self.port = int(_wait_for(self._port, "a port file", self.process, self.stderr_path))
+        self.agent_port = (
+            _wait_for(self._agent_port, "the agent's address", self.process, self.stderr_path) if agent else None
+        )
+
+    @classmethod
+    def under_agent(cls, workdir: Path, *options: str, env: dict[str, str] | None = None) -> Service:
+        return cls(
+            [*AUDITCOV, "cover", "run", "--source", str(SOURCE), *options, "--", "python", "-m", "pyservice"],
+            workdir,
+            env,
+        )
+
+    def _port(self) -> str | None:
+        return self.port_file.read_text() if self.port_file.is_file() and self.port_file.read_text() else None
+
+    def _agent_port(self) -> int | None:
+        for line in self.stderr_path.read_text().splitlines():
+            if line.startswith("auditcov-agent: listening on http://127.0.0.1:"):
+                return int(line.rpartition(":")[2])
+        return None
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def send(self, requests) -> None:
+        for method, path, body in requests:
+            status, _, _ = _request(self.port, method, path, body)
+            assert status in (200, 404), (method, path, status)
+
+    def agent(self, method: str, path: str, document: object = None, headers: dict | None = None):
+        body = None if document is None else json.dumps(document).encode()
+        sent = {"Content-Type": "application/json"} if body is not None else {}
+        return _request(self.agent_port, method, path, body, {**sent, **(headers or {})})
+
+    def switch(self, context: str) -> None:
+        status, _, body = self.agent("POST", "/v1/context", {"context": context})
+        assert status == 200, body
+
+    def data(self, path: Path) -> list:
+        status, headers, body = self.agent("GET", "/v1/data")
+        assert status == 200, body
+        assert headers["Content-Type"] == "application/vnd.coverage+sqlite"
+        path.write_bytes(body)
+        return read_contexts(path)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+
+def _lines(lines: dict[str, list[int]]) -> Lines:
+    return {file: set(numbers) for file, numbers in lines.items()}
+
+
+def _minus(lines: Lines, baseline: Lines) -> Lines:
+    left = {file: numbers - baseline.get(file, set()) for file, numbers in lines.items()}
+    return {file: numbers for file, numbers in left.items() if numbers}
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory) -> dict[str, Lines]:
+    """Each test's reference lines (see the module docstring): alone under plain `coverage run`, minus a run that
+    serves nothing. SIGINT stops them: coverage run saves on KeyboardInterrupt."""
+
+    def alone(requests) -> Lines:
+        workdir = tmp_path_factory.mktemp("alone")
+        data_file = workdir / ".coverage"
+        command = [sys.executable, "-m", "coverage", "run", f"--data-file={data_file}", f"--source={SOURCE}"]
+        service = Service([*command, "-m", "pyservice"], workdir, agent=False)
+        service.send(requests)
+        assert service.stop(signal.SIGINT) != 0
+        (context,) = read_contexts(data_file)  # no contexts: everything is in the empty one
+        assert context.context == ""
+        return _lines(context.lines)
+
+    baseline = alone([])
+    references = {test: _minus(alone(requests), baseline) for test, requests in TESTS.items()}
+    work = str(SOURCE / "work.py")
+    assert all(work in lines for lines in references.values())  # each test does work of its own
+    return references
+
+
+def test_contexts_switched_over_the_api_give_each_test_exactly_its_lines(expected, tmp_path):
+    service = Service.under_agent(tmp_path)
+    status, _, body = service.agent("GET", "/v1/health")
+    assert status == 200
+    assert json.loads(body) == {"process": "pyservice", "pid": service.process.pid, "kind": "python", "context": ""}
+    for test, requests in TESTS.items():
+        service.switch(test)
+        service.send(requests)
+        service.switch("")
+    contexts = {item.context: _lines(item.lines) for item in service.data(tmp_path / "live.coverage")}
+    assert set(contexts) == {"", *TESTS}
+    for test in TESTS:
+        assert contexts[test] == expected[test], test
+    # Lines that run again in a later test are that test's too, not only the first one's.
+    server = str(SOURCE / "server.py")
+    shared = set.intersection(*(contexts[test][server] for test in TESTS))
+    assert shared and shared == set.intersection(*(expected[test][server] for test in TESTS))
+    # The agent is measurement machinery: none of its lines are in the data.
+    assert not any(file.endswith(AGENT_FILE) for lines in contexts.values() for file in lines)
+    assert service.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+    assert "coverage data saved in" in service.stderr
+
+
+def test_clear_forgets_what_was_collected_and_the_agent_is_never_measured(tmp_path):
+    # No --source: coverage.py measures every file outside the standard library and site-packages, so the
+    # agent's own module (in this editable checkout) would show if its code were traced.
+    service = Service(
+        [*AUDITCOV, "cover", "run", "--process", "svc", "--", sys.executable, "-m", "pyservice"], tmp_path
+    )
+    service.switch("first")
+    service.send(TESTS["test_square"])
+    status, _, body = service.agent("POST", "/v1/clear")
+    assert (status, json.loads(body)) == (200, {"cleared": True})
+    status, _, body = service.agent("GET", "/v1/data")
+    assert status == 409 and "no coverage data yet" in json.loads(body)["error"]
+    service.switch("second")
+    service.send(TESTS["test_primes"])
+    contexts = {item.context: _lines(item.lines) for item in service.data(tmp_path / "live.coverage")}
+    assert set(contexts) == {"second"}
+    assert str(SOURCE / "work.py") in contexts["second"]
+    assert not any(file.endswith(AGENT_FILE) for file in contexts["second"])
+    status, _, body = service.agent("GET", "/v1/health")
+    assert json.loads(body)["process"] == "svc" and json.loads(body)["context"] == "second"
+    assert service.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+
+
+def test_bad_requests_get_json_errors_and_a_token_guards_all_but_health(tmp_path):
+    token_file = tmp_path / "agent-token"
+    token_file.write_text("s3cret\n")
+    service = Service.under_agent(tmp_path, env={"AUDITCOV_AGENT_TOKEN_FILE": str(token_file)})
+    good = {"Authorization": "Bearer s3cret"}
+
+    def error(method: str, path: str, *, body: bytes | None = None, headers: dict | None = None):
+        status, answer_headers, answer = _request(service.agent_port, method, path, body, {**good, **(headers or {})})
+        assert answer_headers["Content-Type"] == "application/json"
+        return status, json.loads(answer)["error"], answer_headers
+
+    assert _request(service.agent_port, "GET", "/v1/health")[0] == 200  # health needs no token
+    status, message, headers = error("GET", "/v1/data", headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and "bearer token is required" in message and "WWW-Authenticate" in headers
+    assert _request(service.agent_port, "POST", "/v1/clear")[0] == 401
+    status, message, headers = error("GET", "/v1/context")
+    assert (status, headers["Allow"]) == (405, "POST") and message == "GET is not allowed on /v1/context; use POST"
+    status, message, _ = error("GET", "/v1/counters")
+    assert status == 404 and "no such path /v1/counters" in message and "/v1/data" in message
+    as_json = {"Content-Type": "application/json"}
+    status, message, _ = error("POST", "/v1/context", body=b"context=x", headers={"Content-Type": "text/plain"})
+    assert status == 415 and "'text/plain' is not application/json" in message
+    status, message, _ = error("POST", "/v1/context", body=b"{context", headers=as_json)
+    assert status == 400 and message.startswith("the body is not JSON")
+    for wrong in (b"[]", b'{"context": 3}', b'{"test": "x"}'):
+        status, message, _ = error("POST", "/v1/context", body=wrong, headers=as_json)
+        assert status == 400 and message == 'the body must be {"context": "<test name>"} ("" between tests)'
+    status, message, _ = error("POST", "/v1/context", body=b" " * (64 * 1024 + 1), headers=as_json)
+    assert status == 413 and "the limit is 65536" in message
+    # The service kept serving through all of it.
+    service.send(TESTS["test_square"])
+    assert service.stop() == 128 + signal.SIGTERM
+
+
+def _run_cover(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*AUDITCOV, "cover", "run", *args],
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_script_runs_with_its_arguments_and_exit_status(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import sys\nprint('args', sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
+    done = _run_cover(tmp_path, "--", "job.py", "3", "--flag")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "args ['3', '--flag']\n"
+    assert "auditcov-agent: listening on http://127.0.0.1:" in done.stderr
+    saved = Path(done.stderr.split("coverage data saved in ")[1].strip())
+    (context,) = read_contexts(saved)
+    assert context.lines == {str(script): [1, 2, 3]}
+    failing = tmp_path / "fails.py"
+    failing.write_text("raise RuntimeError('boom')\n")
+    done = _run_cover(tmp_path, "--", "python", "fails.py")
+    assert done.returncode == 1 and "RuntimeError: boom" in done.stderr
+
+
+def test_unusable_programs_and_addresses_are_refused_before_anything_runs(tmp_path):
+    done = _run_cover(tmp_path, "--agent", "10.1.2.3:9000", "--", "-m", "json.tool")
+    assert done.returncode == 1
+    assert "agent address '10.1.2.3:9000' is not a loopback address" in done.stderr
+    assert "AUDITCOV_AGENT_ALLOW_REMOTE=1" in done.stderr
+    done = _run_cover(tmp_path, "--", "python", "-m", "json.tool", env={"AUDITCOV_AGENT": "localhost"})
+    assert done.returncode == 1 and "agent address 'localhost' is not HOST:PORT" in done.stderr
+    done = _run_cover(tmp_path, "--", "python", "-u", "x.py")
+    assert done.returncode == 1 and "interpreter option '-u' is not supported" in done.stderr
+    done = _run_cover(tmp_path, "--", "python", "-m", "no_such_module_here")
+    assert done.returncode == 1 and "No module named" in done.stderr and "no_such_module_here" in done.stderr
+    done = _run_cover(tmp_path)
+    assert done.returncode == 2 and "Missing argument 'PROGRAM...'" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_sink_that_is_down_or_hangs_neither_blocks_nor_crashes_the_service(expected, tmp_path):
+    # A sink that accepts connections and never answers: registration waits on a background thread.
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(16)
+    sink = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+    service = Service.under_agent(tmp_path, "--sink", sink, "--run", "r1")
+    service.switch("test_square")
+    service.send(TESTS["test_square"])
+    service.switch("")
+    # Now the sink is gone altogether: the upload at exit is refused, the data is kept and its place said.
+    hanging.close()
+    assert service.stop() == 128 + signal.SIGTERM
+    assert f"could not send the coverage data to {sink}: the sink did not answer" in service.stderr
+    kept = Path(service.stderr.split("it is kept in ")[1].split(" ")[0])
+    contexts = {item.context: _lines(item.lines) for item in read_contexts(kept)}
+    assert contexts["test_square"] == expected["test_square"]
+    assert f"auditcov cover import --run r1 {kept}" in service.stderr
