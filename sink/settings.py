@@ -4,12 +4,14 @@
 Each field carries its help text in its metadata, so the config file, the command-line flags and the docs test
 all iterate the same list (`SETTINGS`). Precedence: a flag given on the command line (or through its
 environment variable), then the config file, then the default here. Empty text means "not set" (TOML has no
-null).
+null). Settings are scalars but one: `agents`, a list of tables (`ConfiguredAgent`), given as JSON text on the
+command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from auditcov.merge.errors import AuditcovError
 
 DEFAULT_CONFIG = Path("config/sink.toml")
 SYNCHRONOUS_CHOICES = ("NORMAL", "FULL")
+AGENT_KINDS = ("go", "python", "profile")
 
 
 class SettingsError(AuditcovError):
@@ -50,6 +53,14 @@ class Settings:
         "", "map events to endpoints as they arrive: an OpenAPI spec file, a v3 folder, or auto (the cluster's)"
     )
     kubeconfig: str = _key("", "kubeconfig of the cluster whose spec `openapi = auto` fetches (default: kubectl's)")
+    agent_timeout: float = _key(
+        0.2, "seconds each coverage agent has to answer at a test boundary; a later answer is a missing snapshot"
+    )
+    agents: tuple = _key(
+        (),
+        "coverage agents to snapshot besides those that register: a list of tables {run, process, kind, address, "
+        "token_file} (as a flag or AUDITCOV_AGENTS: the same list in JSON)",
+    )
 
     def __post_init__(self) -> None:
         if self.synchronous not in SYNCHRONOUS_CHOICES:
@@ -62,6 +73,12 @@ class Settings:
             raise SettingsError("client_ca (mTLS) needs tls_cert and tls_key")
         if self.body_limit <= 0:
             raise SettingsError(f"body_limit must be a positive number of bytes, not {self.body_limit}")
+        if not 0 < self.agent_timeout <= 60:
+            raise SettingsError(
+                f"agent_timeout must be a number of seconds above 0 and at most 60, not {self.agent_timeout}"
+            )
+        # Frozen: the parsed list replaces what was given (TOML tables, or JSON text from a flag).
+        object.__setattr__(self, "agents", _configured_agents(self.agents, self.default_run))
         self.address()
 
     @property
@@ -76,7 +93,57 @@ class Settings:
         return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True, slots=True)
+class ConfiguredAgent:
+    """A coverage agent named in the settings (`agents`), as a registration would name it."""
+
+    run: str
+    process: str
+    kind: str  # go, python or profile
+    address: str  # http://HOST:PORT or unix:/path; for profile, the text profile's path
+    token_file: str = ""  # the agent's bearer token, if it needs one
+
+
+_AGENT_KEYS = ("run", "process", "kind", "address", "token_file")
+
+
+def _configured_agents(value: object, default_run: str) -> tuple[ConfiguredAgent, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"agents must be a JSON list of agents: {exc}") from None
+    if not isinstance(value, list | tuple):
+        raise SettingsError(f"agents must be a list of tables, not {type(value).__name__}")
+    agents = []
+    for number, entry in enumerate(value, start=1):
+        if isinstance(entry, ConfiguredAgent):
+            agents.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise SettingsError(f"agents entry {number} must be a table, not {type(entry).__name__}")
+        unknown = sorted(set(entry) - set(_AGENT_KEYS))
+        if unknown:
+            raise SettingsError(
+                f"agents entry {number}: unknown key {unknown[0]!r}; the keys are {', '.join(_AGENT_KEYS)}"
+            )
+        entry = {"run": default_run, **entry}
+        for key in _AGENT_KEYS[:4]:
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise SettingsError(f"agents entry {number}: {key} must be a non-empty string")
+        if not isinstance(entry.get("token_file", ""), str):
+            raise SettingsError(f"agents entry {number}: token_file must be a string")
+        if entry["kind"] not in AGENT_KINDS:
+            raise SettingsError(
+                f"agents entry {number}: kind must be one of {', '.join(AGENT_KINDS)}, not {entry['kind']!r}"
+            )
+        agents.append(ConfiguredAgent(**entry))
+    return tuple(agents)
+
+
 SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
+#: TOML types a setting of each default's type accepts (an integer number of seconds is a float).
+_ACCEPTED_TYPES = {float: (float, int), tuple: (list,)}
 
 
 def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -101,8 +168,9 @@ def _read_config(path: Path) -> dict[str, Any]:
         if setting is None:
             raise SettingsError(f"{path}: unknown key {key!r}; the keys are {', '.join(known)}")
         expected = type(setting.default)
-        if type(value) is not expected:
-            raise SettingsError(f"{path}: {key} must be {expected.__name__}, not {type(value).__name__}")
+        if type(value) not in _ACCEPTED_TYPES.get(expected, (expected,)):
+            shown = "list" if expected is tuple else expected.__name__
+            raise SettingsError(f"{path}: {key} must be {shown}, not {type(value).__name__}")
     return document
 
 

@@ -29,6 +29,10 @@ def _setting_options(command):
         }
         if kind is bool:
             decls = [f"{flag}/--no-{flag[2:]}"]
+        elif kind is tuple:  # agents: a list, as JSON text (settings.py parses it)
+            decls = [flag]
+            options["type"] = str
+            options["help"] = f"{_sentence(setting.metadata['help'])} [config: {setting.name}; default: none]."
         elif setting.name == "synchronous":
             decls = [flag]
             options["type"] = click.Choice(SYNCHRONOUS_CHOICES, case_sensitive=False)
