@@ -17,16 +17,23 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.pycoverage import read_contexts
+from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.sink.pydata import store_python_data
+from auditcov.sink.writer import Writer
 
 SERVICE_DIR = Path(__file__).parent / "pyservice"
 SOURCE = SERVICE_DIR / "pyservice"
@@ -167,16 +174,35 @@ def expected(tmp_path_factory) -> dict[str, Lines]:
     return references
 
 
-def test_contexts_switched_over_the_api_give_each_test_exactly_its_lines(expected, tmp_path):
-    service = Service.under_agent(tmp_path)
-    status, _, body = service.agent("GET", "/v1/health")
-    assert status == 200
-    assert json.loads(body) == {"process": "pyservice", "pid": service.process.pid, "kind": "python", "context": ""}
+@dataclass
+class LiveRun:
+    """The three tests run against one service under the agent, their contexts switched over its API."""
+
+    health: dict
+    data: bytes
+    status: int
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory) -> LiveRun:
+    workdir = tmp_path_factory.mktemp("live")
+    service = Service.under_agent(workdir)
+    health = json.loads(service.agent("GET", "/v1/health")[2])
+    health["pid_matches"] = health.pop("pid") == service.process.pid
     for test, requests in TESTS.items():
         service.switch(test)
         service.send(requests)
         service.switch("")
-    contexts = {item.context: _lines(item.lines) for item in service.data(tmp_path / "live.coverage")}
+    status, headers, data = service.agent("GET", "/v1/data")
+    assert status == 200 and headers["Content-Type"] == "application/vnd.coverage+sqlite", data
+    return LiveRun(health, data, service.stop(signal.SIGTERM), service.stderr)
+
+
+def test_contexts_switched_over_the_api_give_each_test_exactly_its_lines(live, expected, tmp_path):
+    assert live.health == {"process": "pyservice", "pid_matches": True, "kind": "python", "context": ""}
+    (tmp_path / "live.coverage").write_bytes(live.data)
+    contexts = {item.context: _lines(item.lines) for item in read_contexts(tmp_path / "live.coverage")}
     assert set(contexts) == {"", *TESTS}
     for test in TESTS:
         assert contexts[test] == expected[test], test
@@ -186,8 +212,31 @@ def test_contexts_switched_over_the_api_give_each_test_exactly_its_lines(expecte
     assert shared and shared == set.intersection(*(expected[test][server] for test in TESTS))
     # The agent is measurement machinery: none of its lines are in the data.
     assert not any(file.endswith(AGENT_FILE) for lines in contexts.values() for file in lines)
-    assert service.stop(signal.SIGTERM) == 128 + signal.SIGTERM
-    assert "coverage data saved in" in service.stderr
+    assert live.status == 128 + signal.SIGTERM
+    assert "coverage data saved in" in live.stderr
+
+
+async def test_the_sink_stores_an_uploaded_data_file_as_per_test_lines(live, expected, tmp_path):
+    writer = Writer(open_store(tmp_path / "store.db"))
+    writer.start()
+    try:
+        stored = await store_python_data(writer, run="r1", process="pyservice", data=live.data)
+        assert stored.as_dict() == {"contexts": 4, "rows": stored.rows} and stored.rows >= 4
+        # The same process sending its (cumulative) data again replaces its rows: nothing counts twice.
+        assert await store_python_data(writer, run="r1", process="pyservice", data=live.data) == stored
+        with pytest.raises(
+            CoverageError, match=re.escape("the coverage.py data of process 'pyservice' in run 'r1': not a")
+        ):
+            await store_python_data(writer, run="r1", process="pyservice", data=b"mode: set\n")
+        with pytest.raises(CoverageError, match=re.escape("not a readable coverage.py data file")):
+            await store_python_data(writer, run="r1", process="pyservice", data=b"SQLite format 3\x00" + bytes(100))
+    finally:
+        await writer.close()
+    db = open_store_readonly(tmp_path / "store.db")
+    results = {result.test: result for result in per_test_coverage(db, "r1")}
+    for test in TESTS:
+        assert results[test].lines() == expected[test], test
+        assert not results[test].problems
 
 
 def test_clear_forgets_what_was_collected_and_the_agent_is_never_measured(tmp_path):

@@ -23,10 +23,8 @@ import sqlite_utils
 from auditcov.merge.cover import covdata, gotext
 from auditcov.merge.cover.livefile import read_settled
 from auditcov.merge.cover.model import CoverageError, Profile
-from auditcov.merge.cover.pycoverage import read_contexts
+from auditcov.merge.cover.pycoverage import SQLITE_MAGIC, read_contexts
 from auditcov.merge.cover.snapshots import save_python_lines, save_snapshot
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +77,10 @@ def import_coverage(
     else:
         try:
             with open(path, "rb") as handle:
-                head = handle.read(len(_SQLITE_MAGIC))
+                head = handle.read(len(SQLITE_MAGIC))
         except OSError as exc:
             raise CoverageError(f"{path}: cannot read: {exc}") from exc
-        if head == _SQLITE_MAGIC:
+        if head == SQLITE_MAGIC:
             if process is not None or at_us is not None:
                 raise CoverageError(
                     f"{path}: a coverage.py file holds per-test lines, not a snapshot: it takes no --process or --at"

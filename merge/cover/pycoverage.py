@@ -15,6 +15,7 @@ coverage.py records whether a line ran, not how often.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from coverage.exceptions import CoverageException
 
 from auditcov.merge.cover.model import Block, CoverageError, Profile
 
+#: How every SQLite file, so every coverage.py data file, starts.
+SQLITE_MAGIC = b"SQLite format 3\x00"
 #: pytest-cov's per-phase suffixes on a test's context.
 _PHASE = re.compile(r"\|(setup|run|teardown)$")
 
@@ -45,11 +48,13 @@ def owning_test(context: str) -> str:
     return _PHASE.sub("", context)
 
 
-def read_contexts(path: str | Path) -> list[ContextLines]:
-    """Each context of the data file at `path` with its executed lines, as coverage.py reports them."""
+def read_contexts(path: str | Path, *, name: str | None = None) -> list[ContextLines]:
+    """Each context of the data file at `path` with its executed lines, as coverage.py reports them; errors
+    call the file `name` (default its path)."""
     path = Path(path)
+    name = name or str(path)
     if not path.is_file():
-        raise CoverageError(f"{path}: no such coverage.py data file")
+        raise CoverageError(f"{name}: no such coverage.py data file")
     try:
         data = CoverageData(basename=str(path), read_only=True)
         data.read()
@@ -66,8 +71,18 @@ def read_contexts(path: str | Path) -> list[ContextLines]:
                     lines[file] = sorted(executed)
             result.append(ContextLines(context, lines))
     except CoverageException as exc:
-        raise CoverageError(f"{path}: not a readable coverage.py data file: {exc}") from exc
+        raise CoverageError(f"{name}: not a readable coverage.py data file: {exc}") from exc
     return result
+
+
+def read_contexts_from_bytes(data: bytes, *, name: str) -> list[ContextLines]:
+    """`read_contexts` of a data file given as bytes (a Python agent's upload), through a temporary file."""
+    if not data.startswith(SQLITE_MAGIC):
+        raise CoverageError(f"{name}: not a coverage.py data file (not SQLite)")
+    with tempfile.TemporaryDirectory(prefix="auditcov-pydata-") as directory:
+        path = Path(directory) / ".coverage"
+        path.write_bytes(data)
+        return read_contexts(path, name=name)
 
 
 def add_python_lines(profile: Profile, lines: dict[str, Iterable[int]]) -> None:
