@@ -6,42 +6,42 @@ blocks with count 0, plus the test's own delta (merge/cover/pertest.py): its lin
 the code the run knows, not only the lines the test ran. coverage.py records only lines that ran, so Python
 lines that no test ran are not in either profile.
 
-Snapshots that could not be taken (`missing`) or are not decoded yet are skipped: the latest usable one counts.
+Snapshots that could not be taken (`missing`) are skipped, the latest usable one counts; raw ones are decoded in
+memory (`snapshot_counters`).
 """
 
 from __future__ import annotations
 
 import sqlite_utils
 
-from auditcov.merge.cover.model import Profile
+from auditcov.merge.cover.model import Profile, gc_paused
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.pycoverage import add_python_lines
-from auditcov.merge.cover.snapshots import Snapshot, load_counters, load_layout, load_python_lines
+from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_layout, load_python_lines, snapshot_counters
 from auditcov.merge.errors import StoreError
 
 
 def latest_snapshots(db: sqlite_utils.Database, run: str) -> list[Snapshot]:
-    """Each process's latest snapshot that has counters, by process name."""
-    rows = db.conn.execute(
-        "SELECT id, run, process, MAX(at_us), mode, layout, source FROM cover_snapshots "
-        "WHERE run = ? AND counters IS NOT NULL GROUP BY process ORDER BY process",
-        (run,),
-    )
-    return [Snapshot(*row) for row in rows]
+    """Each process's latest snapshot with counters (stored, or raw and decoded on reading), by process name."""
+    latest: dict[str, Snapshot] = {}
+    for snapshot in list_snapshots(db, run):  # by process and time
+        if snapshot.has_counters:
+            latest[snapshot.process] = snapshot
+    return list(latest.values())
 
 
 def run_profile(db: sqlite_utils.Database, run: str) -> Profile:
     """The run's code coverage (see the module docstring), in `count` mode unless every process ran in `set`."""
     snapshots = latest_snapshots(db, run)
-    modes = {snapshot.mode for snapshot in snapshots}
-    profile = Profile("set" if modes == {"set"} else "count")
-    for snapshot in snapshots:
-        layout = load_layout(db, snapshot.layout)
-        counters = load_counters(db, snapshot)
-        blocks = [layout.block(i) for i in range(len(counters))]
-        profile.add_all(blocks, layout.columns[5], counters, where=f"process {snapshot.process!r}")
-    for lines in load_python_lines(db, run).values():
-        add_python_lines(profile, lines)
+    counters = [snapshot_counters(db, snapshot) for snapshot in snapshots]
+    profile = Profile("set" if counters and {c.mode for c in counters} == {"set"} else "count")
+    with gc_paused():
+        for snapshot, counted in zip(snapshots, counters, strict=True):
+            layout = load_layout(db, counted.layout)
+            blocks = [layout.block(i) for i in range(len(counted.counts))]
+            profile.add_all(blocks, layout.columns[5], counted.counts, where=f"process {snapshot.process!r}")
+        for lines in load_python_lines(db, run).values():
+            add_python_lines(profile, lines)
     return profile
 
 

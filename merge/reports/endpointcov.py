@@ -116,6 +116,11 @@ class EndpointCoverage:
     hits_by_test: dict[str, dict[str, dict[str, Hits]]] = field(default_factory=dict)  # test -> op -> how -> hits
     hits_by_endpoint: dict[str, dict[str, dict[str, Hits]]] = field(default_factory=dict)  # op -> test -> how -> ..
     endpoint_hits: dict[str, Hits] = field(default_factory=dict)  # op -> every event that hit it, any client
+    # For APISnoop's lists (merge/reports/apisnoop.py): endpoints hit by e2e.test clients whose agent names no test,
+    # and by clients other than e2e.test (any attribution); how many e2e.test events name no test, matched or not.
+    e2e_untitled: set[str] = field(default_factory=set)
+    other_clients: set[str] = field(default_factory=set)
+    e2e_untitled_events: int = 0
 
     def e2e_tests(self, operation_id: str) -> set[str]:
         return self.direct.get(operation_id, set())
@@ -142,7 +147,6 @@ class EndpointCoverage:
             for test, how in tests.items():
                 result.setdefault(test, {}).setdefault(operation_id, set()).update(how)
         return result
-
 
     def test_hits(self, test: str) -> dict[str, dict[str, Hits]]:
         """operationId -> how -> hits, for every endpoint `test` hit (failures included)."""
@@ -197,6 +201,8 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: b
                 coverage.e2e_versions[version] += count
         if e2e and how == "direct":
             coverage.e2e_test_names.add(test)
+        elif e2e:
+            coverage.e2e_untitled_events += count
         if operation_id is None:
             if reason is not None:
                 coverage.unmatched[reason] += count
@@ -204,6 +210,11 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: b
         matched += count
         status = _STATUS_OF_DIGIT.get(digit, "none")
         coverage.endpoint_hits.setdefault(operation_id, Hits()).add(count, first_us, last_us, status)
+        if not (successful_only and status not in SUCCESSFUL):
+            if not e2e:
+                coverage.other_clients.add(operation_id)
+            elif how != "direct":
+                coverage.e2e_untitled.add(operation_id)
         if test is None:
             continue
         per_test = coverage.hits_by_test.setdefault(test, {}).setdefault(operation_id, {})

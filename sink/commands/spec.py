@@ -1,5 +1,5 @@
 """`auditcov spec` (a catalogue's summary), `auditcov remap` (match stored events again) and `auditcov report`
-(endpoint coverage of a run: text, json, apisnoop)."""
+(a run's coverage: text, and the file formats of merge/reports/formats.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.openapi.eligibility import load_conformance_tests, load_eligibility
 from auditcov.merge.openapi.live import load_source
 from auditcov.merge.openapi.matcher import Matcher
 from auditcov.merge.openapi.stored import remap, save_catalogue, stored_catalogue
-from auditcov.merge.reports.apisnoop import apisnoop_report
-from auditcov.merge.reports.coverjson import add_code_to_endpoint_report
 from auditcov.merge.reports.endpointcov import endpoint_coverage
-from auditcov.merge.reports.endpointjson import endpoint_report
 from auditcov.merge.reports.endpointtable import render_endpoint_coverage
+from auditcov.merge.reports.formats import FILE_FORMATS, ReportOptions, render_report
+from auditcov.merge.reports.junit import untested_eligible
 from auditcov.merge.store import choose_run, open_store, open_store_readonly
 from auditcov.sink.commands import db_option, run_option
 
@@ -148,14 +146,18 @@ def remap_command(
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json", "apisnoop"]),
+    type=click.Choice(["text", *FILE_FORMATS]),
     default="text",
     show_default=True,
-    help="text: tables; json: per test, its endpoints (and how they were hit) and its code lines; "
-    "apisnoop: APISnoop's coverage JSON.",
+    help="text: tables; json: per test, its endpoints (how they were hit, hits by status class) and its code "
+    "lines; apisnoop: APISnoop's coverage JSON; html: the report page; lcov, cobertura: code coverage; junit: "
+    "one testcase per conformance-eligible endpoint.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout).")
+@click.option("--test", "test", default=None, help="lcov, cobertura: this test's code coverage, not the run's.")
 @click.option("--untested", is_flag=True, help="text: also list the eligible endpoints no conformance test hit.")
+@click.option("--success-only", "successful_only", is_flag=True, help="Count only hits answered 1xx-3xx as tested.")
+@click.option("--gate", is_flag=True, help="Exit 1 when an eligible, not pending endpoint has no conformance test hit.")
 @click.option("--release", default=None, help="apisnoop: the release (default: from the e2e.test user agents).")
 @click.option(
     "--since",
@@ -169,40 +171,55 @@ def report_command(
     run: str | None,
     output_format: str,
     output: Path | None,
+    test: str | None,
     untested: bool,
+    successful_only: bool,
+    gate: bool,
     release: str | None,
     previous_source: str | None,
     conformance_file: Path | None,
 ) -> None:
-    """Report a run's endpoint coverage: which endpoints its tests hit, and which they did not.
+    """Report a run's endpoint coverage (which endpoints its tests hit, and which they did not), or its code
+    coverage (lcov, cobertura).
 
-    The apisnoop format counts direct hits by e2e.test user agents only, as APISnoop does; json adds the hits a
-    test caused through other clients (namespace ownership, marker windows).
+    The apisnoop format follows APISnoop's rules (e2e.test user agents only, with or without a test name); json
+    adds the hits a test caused through other clients (namespace ownership, marker windows). A hit answered 4xx
+    or 5xx counts, as in APISnoop, unless --success-only. --gate fails the command, after the report is
+    written, when an eligible endpoint is untested (as the junit format's failures).
 
-    Example: auditcov report --db run.db --run e2e-1 --format apisnoop -o 1.36.0.json
+    Example: auditcov report --db run.db --run e2e-1 --format junit --gate -o junit_conformance.xml
     """
+    if output_format == "text" and test is not None:
+        raise click.UsageError("--test applies to lcov and cobertura only")
     db = open_store_readonly(db_path)
+    coverage = None
     try:
         run = choose_run(db, run)
-        coverage = endpoint_coverage(db, run)
-        code = per_test_coverage(db, run) if output_format == "json" else []
+        if output_format == "text" or gate:
+            coverage = endpoint_coverage(db, run, successful_only=successful_only)
+        if output_format != "text":
+            options = ReportOptions(
+                test=test,
+                successful_only=successful_only,
+                release=release,
+                previous=None if previous_source is None else frozenset(load_source(previous_source).endpoints),
+                conformance=load_conformance_tests(conformance_file),
+            )
+            data = render_report(db, run, output_format, options)
     finally:
         db.conn.close()
+    failures = untested_eligible(coverage) if gate else []
     if output_format == "text":
         if output is None:
             render_endpoint_coverage(Console(), coverage, untested=untested)
         else:
             with output.open("w") as stream:
                 render_endpoint_coverage(Console(file=stream, width=160), coverage, untested=untested)
-        return
-    if output_format == "json":
-        document = endpoint_report(coverage)
-        add_code_to_endpoint_report(document, code)
-    else:
-        previous = None if previous_source is None else set(load_source(previous_source).endpoints)
-        document = apisnoop_report(coverage, load_conformance_tests(conformance_file), release, previous)
-    data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
-    if output is None:
+    elif output is None:
         click.echo(data.decode(), nl=False)
     else:
         output.write_bytes(data)
+    if failures:
+        shown = ", ".join(state.endpoint.operation_id for state in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise click.ClickException(f"gate: {len(failures)} eligible endpoints no conformance test hit: {shown}{more}")

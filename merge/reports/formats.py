@@ -1,0 +1,83 @@
+"""Every file format of `auditcov report` but text, rendered from the store by one call: the CLI and the bundle
+export (merge/bundle.py) both go through `render_report`, so a format reads the same models either way.
+
+Formats: json (endpoints and code per test), apisnoop, html (merge/reports/html.py), lcov and cobertura (code
+coverage of the run, or of one test), junit (the conformance gate).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+import sqlite_utils
+
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.runprofile import profile_of_test, run_profile
+from auditcov.merge.errors import AuditcovError
+from auditcov.merge.openapi.eligibility import ConformanceTest, load_conformance_tests
+from auditcov.merge.reports.apisnoop import apisnoop_report
+from auditcov.merge.reports.cobertura import cobertura_report
+from auditcov.merge.reports.coverjson import add_code_to_endpoint_report
+from auditcov.merge.reports.endpointcov import endpoint_coverage
+from auditcov.merge.reports.endpointjson import endpoint_report
+from auditcov.merge.reports.junit import junit_report
+from auditcov.merge.reports.lcov import lcov_report
+
+FILE_FORMATS = ("json", "apisnoop", "html", "lcov", "cobertura", "junit")
+#: The formats that report code coverage, and so take a test.
+CODE_FORMATS = ("lcov", "cobertura")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """What a report may be asked for beyond its run (each format reads the fields it uses)."""
+
+    test: str | None = None  # lcov, cobertura: one test's coverage instead of the run's
+    successful_only: bool = False  # endpoint formats: only successful hits count as tested
+    release: str | None = None  # apisnoop
+    previous: frozenset[str] | None = None  # apisnoop: the previous release's operationIds
+    conformance: dict[str, ConformanceTest] | None = None  # apisnoop: conformance.yaml (default: shipped)
+    timestamp_ms: int | None = None  # cobertura: the report's time (default: report_time_ms())
+
+
+def report_time_ms() -> int:
+    """Now in milliseconds, or SOURCE_DATE_EPOCH's when set (reproducible builds' convention)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return int(epoch) * 1000
+        except ValueError:
+            raise AuditcovError(f"SOURCE_DATE_EPOCH must be whole seconds since the epoch, not {epoch!r}") from None
+    return time.time_ns() // 1_000_000
+
+
+def render_report(db: sqlite_utils.Database, run: str, output_format: str, options: ReportOptions) -> bytes:
+    """The report of `run` in `output_format` (one of FILE_FORMATS), as the bytes of its file."""
+    if options.test is not None and output_format not in CODE_FORMATS:
+        raise AuditcovError(f"--test applies to {' and '.join(CODE_FORMATS)} only, not to {output_format}")
+    if output_format in CODE_FORMATS:
+        profile = run_profile(db, run) if options.test is None else profile_of_test(db, run, options.test)
+        if output_format == "lcov":
+            return lcov_report(profile, options.test).encode()
+        stamp = options.timestamp_ms if options.timestamp_ms is not None else report_time_ms()
+        return cobertura_report(profile, stamp).encode()
+    if output_format == "html":
+        from auditcov.merge.reports.html import html_report
+
+        return html_report(db, run).encode()
+    coverage = endpoint_coverage(db, run, successful_only=options.successful_only)
+    if output_format == "junit":
+        return junit_report(coverage).encode()
+    if output_format == "json":
+        document = endpoint_report(coverage)
+        add_code_to_endpoint_report(document, per_test_coverage(db, run))
+    elif output_format == "apisnoop":
+        conformance = options.conformance if options.conformance is not None else load_conformance_tests()
+        previous = None if options.previous is None else set(options.previous)
+        document = apisnoop_report(coverage, conformance, options.release, previous)
+    else:
+        raise AuditcovError(f"unknown report format {output_format!r} (known: text, {', '.join(FILE_FORMATS)})")
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
