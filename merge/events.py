@@ -16,6 +16,7 @@ stored only when the caller asks.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -143,6 +144,31 @@ def event_from_json(item: object) -> AuditEvent:
         raise BadEventError(_explain(str(exc), item)) from None
 
 
+def event_from_bytes(raw: bytes) -> AuditEvent:
+    """Build an `AuditEvent` from one event's JSON bytes; raise `BadEventError` saying what is wrong.
+
+    Nothing is decoded twice or re-encoded, so any nesting the decoder reads is fine; deeper nesting is an error
+    of its own (msgspec recurses once per level, within Python's recursion limit)."""
+    try:
+        return _EVENT.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if not_object := _NOT_OBJECT.fullmatch(message):
+            raise BadEventError(f"an event must be a JSON object, not {not_object['got']}") from None
+        try:
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            item = {}
+        raise BadEventError(_explain(message, item if isinstance(item, dict) else {})) from None
+    except msgspec.DecodeError as exc:
+        raise BadEventError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadEventError(
+            f"nested deeper than the event decoder reads (Python's recursion limit, {sys.getrecursionlimit()})"
+        ) from None
+
+
+_NOT_OBJECT = re.compile(r"Expected `object`, got `(?P<got>[^`]+)`")
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "object": "an object", "array": "an array"}

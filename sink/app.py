@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from auditcov.merge.decode import decode_event_list, decode_items
+from auditcov.merge.decode import check_body, decode_event_list
 from auditcov.merge.errors import AuditcovError
 from auditcov.merge.events import format_time, now_us, parse_time
 from auditcov.merge.stats import store_stats
@@ -245,7 +245,7 @@ async def _ingest(request: web.Request) -> web.Response:
     # taken item by item so that each bad item is quarantined with its reason.
     items = decode_event_list(body)
     if items is None:
-        items = decode_items(body)
+        items = await asyncio.get_running_loop().run_in_executor(None, check_body, body)
     ingestor = app[INGESTOR]
     # Rows are prepared here, so the writer thread only runs SQLite (which releases the GIL): the next batch is
     # parsed while this one is written.

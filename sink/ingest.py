@@ -12,7 +12,10 @@ offline imports.
 
 The event identity is (run, requestReceivedTimestamp, auditID, stage) (see `merge.store`): `INSERT OR IGNORE`
 makes a retried batch store nothing twice, and what it skipped is counted as duplicates, persistently, in
-`runs.duplicates`. Invalid items go to the quarantine table, raw, with their reason.
+`runs.duplicates`. Invalid items go to the quarantine table, raw, with their reason: as the bytes received when
+they came as bytes (as text when those are UTF-8, else base64, `quarantine.raw_encoding`), identified by the
+SHA-256 of those bytes. Without `keep_bodies`, a quarantined item is stored without its requestObject and
+responseObject, like an event.
 
 Endpoint matching plugs in here: a `matcher` with `match(verb, request_uri) -> (operation_id, reason)` fills
 `events.operation_id` / `events.unmatched_reason`; without one both stay NULL.
@@ -20,7 +23,9 @@ Endpoint matching plugs in here: a `matcher` with `match(verb, request_uri) -> (
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -36,6 +41,7 @@ import sqlite_utils
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import AuditcovError, BadEventError
 from auditcov.merge.events import AuditEvent, event_from_json, json_text, now_us
+from auditcov.merge.rawjson import JSONShapeError, children, skip_whitespace
 from auditcov.merge.store import ensure_run, transaction
 from auditcov.merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
@@ -80,7 +86,8 @@ class PreparedBatch:
     events: list[tuple] = field(default_factory=list)  # in EVENT_COLUMNS order
     tests: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (tags JSON, conformance)
     namespaces: list[tuple[str, str, str, int | None]] = field(default_factory=list)  # run, namespace, test, at
-    quarantine: list[tuple[str, int, str, str, str]] = field(default_factory=list)  # run, at, reason, raw, digest
+    # run, at, reason, raw, digest, raw_encoding
+    quarantine: list[tuple[str, int, str, str, str, str]] = field(default_factory=list)
 
 
 def check_run_name(run: str) -> str:
@@ -122,11 +129,14 @@ class Ingestor:
         for item in items:
             if item.__class__ is AuditEvent:
                 event = item
+            elif item.__class__ is Malformed:
+                self._quarantine(batch, item, item.reason)
+                continue
             else:
                 try:
                     event = event_from_json(item)
                 except BadEventError as exc:
-                    self._quarantine(batch, item, item.reason if item.__class__ is Malformed else str(exc))
+                    self._quarantine(batch, item, str(exc))
                     continue
             agent = parse_user_agent(event.user_agent)
             test = agent.test
@@ -163,7 +173,7 @@ class Ingestor:
         tests = [(run, name, tags, conformance) for name, (tags, conformance) in batch.tests.items()]
         _insert_or_ignore(conn, "tests", ("run", "name", "tags", "conformance"), tests)
         _insert_or_ignore(conn, "namespaces", ("run", "namespace", "test", "created_us"), batch.namespaces)
-        _insert_or_ignore(conn, "quarantine", ("run", "received_us", "reason", "raw", "digest"), batch.quarantine)
+        _insert_or_ignore(conn, "quarantine", QUARANTINE_COLUMNS, batch.quarantine)
         return IngestResult(accepted, duplicates, len(batch.quarantine))
 
     def record_marker(self, run: str, test: str, event: str, at_us: int) -> None:
@@ -182,11 +192,20 @@ class Ingestor:
             "INSERT OR REPLACE INTO markers (run, test, event, at_us) VALUES (?, ?, ?, ?)", (run, test, event, at_us)
         )
 
-    @staticmethod
-    def _quarantine(batch: PreparedBatch, item: object, reason: str) -> None:
-        raw = item.raw if isinstance(item, Malformed) else _to_json(item)
-        digest = hashlib.sha256(raw.encode()).hexdigest()
-        batch.quarantine.append((batch.run, batch.received_us, reason, raw, digest))
+    def _quarantine(self, batch: PreparedBatch, item: object, reason: str) -> None:
+        """Set an item aside with its reason: its bytes identify it; without keep_bodies, its bodies stay out."""
+        raw = item.raw if item.__class__ is Malformed else _item_json(item)
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.keep_bodies:
+            data, cut = without_bodies(data)
+            if cut:
+                reason = f"{reason} (stored without {cut}: keep_bodies is off)"
+        try:
+            text, encoding = data.decode(), "text"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(data).decode(), "base64"
+        batch.quarantine.append((batch.run, batch.received_us, reason, text, digest, encoding))
 
     @staticmethod
     def _note_namespace(batch: PreparedBatch, test: str, event: AuditEvent) -> None:
@@ -197,6 +216,52 @@ class Ingestor:
         name = event.name or _object_name(event.response_object) or _object_name(event.request_object)
         if name:
             batch.namespaces.append((batch.run, name, test, event.received_us))
+
+
+QUARANTINE_COLUMNS = ("run", "received_us", "reason", "raw", "digest", "raw_encoding")
+#: The members of an event that may hold Secrets.
+BODY_KEYS = (b"requestObject", b"responseObject")
+
+
+def without_bodies(data: bytes) -> tuple[bytes, str]:
+    """An item's bytes without its requestObject and responseObject members, and what was left out ("" when
+    nothing was). An item too broken to find its members in is cut where the first of them begins."""
+    if b"\\u" not in data and not any(key in data for key in BODY_KEYS):
+        return data, ""
+    start = skip_whitespace(data, 0)
+    try:
+        members, end = children(data, start) if data[start : start + 1] == b"{" else ([], 0)
+    except JSONShapeError:
+        members = []
+    if not members:
+        cut = min(at for key in BODY_KEYS if (at := data.find(b'"' + key)) >= 0)
+        return data[:cut], "its bodies (it is cut where they begin)"
+    kept = [m for m in members if _member_name(m.key) not in BODY_KEYS]
+    if len(kept) == len(members):
+        return data, ""
+    inner = b", ".join(data[m.head : m.end] for m in kept)
+    return data[:start] + b"{" + inner + b"}" + data[end:], "its requestObject/responseObject"
+
+
+def _member_name(key: bytes) -> bytes:
+    """A member's name as bytes, escapes decoded (`"request\\u004fbject"` is requestObject too)."""
+    try:
+        return orjson.loads(key).encode()
+    except (orjson.JSONDecodeError, AttributeError, UnicodeEncodeError):
+        return key
+
+
+def _item_json(item: object) -> str:
+    """A decoded item as JSON text; one orjson cannot write (nested past 255 levels, ...) by the standard library,
+    or, if that fails too, a note saying so."""
+    try:
+        return _to_json(item)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(item)
+    except (RecursionError, TypeError, ValueError) as exc:
+        return f"(the item cannot be written as JSON: {exc})"
 
 
 def _insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

@@ -72,10 +72,11 @@ async def test_mixed_good_and_bad_batch_stores_the_good_and_quarantines_the_bad(
         ("default", "good-1"),
         ("default", "good-2"),
     ]
+    # Each reason names the item and where it begins in the body.
     assert rows(settings, "SELECT reason FROM quarantine ORDER BY id") == [
-        ("stage is missing",),
-        ("stage must be a string, not int",),
-        ("an event must be a JSON object, not str",),
+        ("item 2 (byte 928): stage is missing",),
+        ("item 3 (byte 944): stage must be a string, not int",),
+        ("item 5 (byte 2632): an event must be a JSON object, not str",),
     ]
 
 
