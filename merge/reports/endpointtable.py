@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from auditcov.merge.openapi.catalogue import LEVELS
 from auditcov.merge.reports.endpointcov import EndpointCoverage
@@ -16,7 +17,8 @@ def render_endpoint_coverage(console: Console, coverage: EndpointCoverage, *, un
     table = Table(title=f"Endpoint coverage, run {coverage.run} ({coverage.catalogue_source})")
     for column in ("level", "endpoints", "e2e tested", "conformance tested", "incl. indirect", "eligible",
                    "eligible conf. tested"):  # fmt: skip
-        table.add_column(column, justify="left" if column == "level" else "right")
+        # One word a line: the table then fits 80 columns with every header whole (rich cuts a wrapped one).
+        table.add_column(column.replace(" ", "\n"), justify="left" if column == "level" else "right")
     for level in (*LEVELS, None):
         states = [s for s in current if level is None or s.endpoint.level == level]
         if level is None:
@@ -40,13 +42,13 @@ def render_endpoint_coverage(console: Console, coverage: EndpointCoverage, *, un
     if untested:
         missing = [s for s in current if s.eligible and not coverage.conformance_tested(s.endpoint.operation_id)]
         if missing:
-            table = Table(title=f"Eligible endpoints no conformance test hit ({len(missing)})")
-            for column in ("endpoint", "method", "path", "pending"):
-                table.add_column(column, overflow="fold")
-            for s in missing:
-                e = s.endpoint
-                table.add_row(e.operation_id, e.method, e.path, "pending" if s.pending else "")
-            console.print(table)
+            # A list, not a table: each operationId whole on its own line (columns would cut it at 80 columns),
+            # its method and path below it.
+            console.print(Text(f"Eligible endpoints no conformance test hit ({len(missing)})", style="italic"))
+            for state in missing:
+                console.print(Text(state.endpoint.operation_id, style="bold"), soft_wrap=True)
+                pending = " (pending)" if state.pending else ""
+                console.print(Text(f"    {state.endpoint.method} {state.endpoint.path}{pending}"), overflow="fold")
     if coverage.unmatched:
         table = Table(title="Events that matched no endpoint")
         table.add_column("reason", overflow="fold")
