@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= auditcov.db
 
-.PHONY: run test lint bench e2e clean
+.PHONY: run test test-deps lint bench e2e clean
 
 $(BIN)/auditcov: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(VENV)/.test-extras: $(BIN)/auditcov
 run: $(BIN)/auditcov
 	$(BIN)/auditcov serve --db $(DB)
 
-test: lint
+test: lint test-deps
 	$(BIN)/python -m pytest -q
+
+# The Debian packages the tests use (genhtml, xmllint, ...), installed when missing: see hack/test-deps.sh.
+test-deps:
+	hack/test-deps.sh
 
 lint: $(VENV)/.test-extras
 	$(BIN)/ruff check .
