@@ -2,19 +2,28 @@
 
 `go list` finds the package's directory (it must be a main package); the agent source (goagent/, package data)
 and an overlay JSON that adds it to that directory go to a temporary folder; then
-`go build -cover -covermode=atomic -overlay <json> -o BIN <flags> PKG`. Nothing in the user's tree or go.mod is
-written. Go runs in `directory` (like `go build -C`); BIN is taken relative to the caller's working directory and
-defaults to the package's command name there.
+`go build -cover -covermode=atomic -overlay <json> -toolexec <wrapper> -o BIN <flags> PKG`. Nothing in the user's
+tree or go.mod is written. Go runs in `directory` (like `go build -C`); BIN is taken relative to the caller's
+working directory and defaults to the package's command name there.
 
-The flags are go build's own, passed through (`-coverpkg=...`, `-tags`, `-ldflags`, ...), except those this
-build decides: `-o` and `-C` (options of the build itself), `-covermode` (the agent needs atomic) and
-`-overlay` (merged with the agent's: a user's overlay keeps working). `-tags`, `-mod`, `-modfile` and that
-overlay also go to `go list`, since they decide which package PKG is.
+The `-toolexec` wrapper (a POSIX shell script) works around golang/go#73802: with -cover, go hands Go's cover tool
+the on-disk paths of an instrumented package's files, not the overlay's, so a file the overlay adds "does not
+exist" (and a replaced one is read unreplaced). The wrapper swaps in the overlay's paths for the cover tool and
+runs every other tool as it is. It passes `-V=full` through untouched, so the build cache keys (go derives them
+from the tools' `-V=full` answers) are those of a build without it: a rebuild after a first one is fast.
+
+The flags are go build's own, passed through (`-coverpkg=...`, `-tags`, `-ldflags`, ...). `-coverpkg` gets the
+main package added: only an instrumented main package's init starts Go's coverage runtime (runtime/coverage's
+init hook), and without it the agent has no meta-data to serve. The build decides the others: `-o` and `-C`
+(options of the build itself), `-covermode` (the agent needs atomic), `-toolexec` (the wrapper) and `-overlay`
+(merged with the agent's: a user's overlay keeps working). `-tags`, `-mod`, `-modfile` and that overlay also go
+to `go list`, since they decide which package PKG is.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -70,10 +79,18 @@ def build_with_agent(
         replace = _user_overlay(chosen["overlay"], cwd) if "overlay" in chosen else {}
         agent = Path(scratch, AGENT_FILE)
         agent.write_bytes(agent_source())
+        replace[str(main.dir / AGENT_FILE)] = str(agent)
         overlay = Path(scratch, "overlay.json")
-        overlay.write_text(json.dumps({"Replace": {**replace, str(main.dir / AGENT_FILE): str(agent)}}))
+        overlay.write_text(json.dumps({"Replace": replace}))
+        wrapper = Path(scratch, "toolexec.sh")
+        wrapper.write_text(_toolexec_script(replace))
         binary = (Path(output) if output is not None else Path(main.command_name)).absolute()
-        command = [go, "build", "-cover", "-covermode=atomic", f"-overlay={overlay}", "-o", str(binary), *passed]
+        command = [
+            *(go, "build", "-cover", "-covermode=atomic", f"-overlay={overlay}", f"-toolexec=/bin/sh '{wrapper}'"),
+            *("-o", str(binary), *passed),
+        ]
+        if "coverpkg" in chosen:
+            command.append(f"-coverpkg={chosen['coverpkg']},{main.import_path}")
         done = subprocess.run([*command, package], cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise GoBuildError(f"go build of {package} failed (exit status {done.returncode}):\n{done.stderr.rstrip()}")
@@ -102,7 +119,7 @@ def find_main_package(go: str, package: str, *, cwd: Path, flags: Sequence[str] 
 
 
 def _split_flags(flags: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """The flags this module reads (`_LIST_FLAGS`, by name) and those that go on to go build."""
+    """The flags this module reads (`_LIST_FLAGS` and coverpkg, by name) and those that go on to go build."""
     chosen: dict[str, str] = {}
     passed: list[str] = []
     tokens = list(flags)
@@ -119,14 +136,16 @@ def _split_flags(flags: Sequence[str]) -> tuple[dict[str, str], list[str]]:
             value = tokens.pop(0)
         if name in ("o", "C"):
             raise GoBuildError(f"-{name}: give it to auditcov cover build itself (before PKG), not after --")
+        if name == "toolexec":
+            raise GoBuildError("-toolexec: cover build runs go with a -toolexec of its own (see golang/go#73802)")
         if name == "covermode" and value != "atomic":
             raise GoBuildError(
                 f"-covermode={value}: the agent needs -covermode=atomic (runtime/coverage.WriteCounters); drop it"
             )
-        if name in _LIST_FLAGS:
+        if name in (*_LIST_FLAGS, "coverpkg"):
             chosen[name] = value
-        # The build sets -cover and -covermode itself and passes the merged overlay.
-        if name not in ("overlay", "covermode", "cover"):
+        # The build sets -cover and -covermode itself, and passes the merged overlay and its own -coverpkg.
+        if name not in ("overlay", "coverpkg", "covermode", "cover"):
             passed.append(f"-{name}={value}" if name in _VALUE_FLAGS else token)
     return chosen, passed
 
@@ -139,3 +158,22 @@ def _user_overlay(path: str, cwd: Path) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GoBuildError(f"-overlay={path}: not a go build overlay file ({exc})") from None
     return {str(cwd / old): str(cwd / new) if new else new for old, new in replace.items()}
+
+
+def _toolexec_script(replace: dict[str, str]) -> str:
+    """The -toolexec wrapper: the cover tool gets each overlaid file's backing path (see the module docstring)."""
+    cases = "".join(f"\t{shlex.quote(old)}) arg={shlex.quote(new)} ;;\n" for old, new in replace.items() if new)
+    return f"""# auditcov cover build: Go's cover tool gets the overlay's files (golang/go#73802).
+# Every other tool runs as it is.
+case "$1" in
+*/cover | */cover.exe) ;;
+*) exec "$@" ;;
+esac
+for arg do
+\tshift
+\tcase "$arg" in
+{cases}\tesac
+\tset -- "$@" "$arg"
+done
+exec "$@"
+"""

@@ -1,0 +1,3 @@
+module example.com/agentdemo
+
+go 1.22
