@@ -1,8 +1,13 @@
-"""Helpers shared by the sink tests: real events derived from the fixtures, and bodies built from them."""
+"""Helpers shared by the sink tests: real events derived from the fixtures, bodies built from them, and
+`auditcov serve` as a subprocess."""
 
 from __future__ import annotations
 
 import copy
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -36,3 +41,36 @@ def event(audit_id: str, **changes: object) -> dict:
 
 def event_list(items: list[dict], api_version: str = "audit.k8s.io/v1") -> bytes:
     return orjson.dumps({"kind": "EventList", "apiVersion": api_version, "metadata": {}, "items": items})
+
+
+SERVE = [sys.executable, "-c", "from auditcov.sink.cli import main; main()", "serve"]
+
+
+class Sink:
+    """An `auditcov serve` subprocess on a free loopback port, and what it printed until it listened."""
+
+    def __init__(self, db: Path, *flags: str):
+        # Run in the store's directory so the repository's config/sink.toml is not picked up.
+        self.process = subprocess.Popen(
+            [*SERVE, "--listen", "127.0.0.1:0", "--db", str(db), *flags],
+            cwd=db.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.banner = ""
+        while match := not re.search(r"listening on (http\S+)", self.banner):
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"the sink exited: {self.process.stderr.read()}")
+            self.banner += line
+        for line in iter(self.process.stdout.readline, ""):
+            self.banner += line
+            if line.startswith("(put the run name"):
+                break
+        match = re.search(r"listening on (http\S+)", self.banner)
+        self.url = match.group(1)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)

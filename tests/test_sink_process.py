@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,42 +11,11 @@ import aiohttp
 import orjson
 import pytest
 import yaml
-from sink_support import event, event_list
+from sink_support import Sink, event, event_list
 
 from auditcov.merge.store import open_store_readonly
 
 JSON = {"Content-Type": "application/json"}
-SERVE = [sys.executable, "-c", "from auditcov.sink.cli import main; main()", "serve"]
-
-
-class Sink:
-    """An `auditcov serve` subprocess on a free loopback port, and what it printed until it listened."""
-
-    def __init__(self, db: Path, *flags: str):
-        # Run in the store's directory so the repository's config/sink.toml is not picked up.
-        self.process = subprocess.Popen(
-            [*SERVE, "--listen", "127.0.0.1:0", "--db", str(db), *flags],
-            cwd=db.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.banner = ""
-        while match := not re.search(r"listening on (http\S+)", self.banner):
-            line = self.process.stdout.readline()
-            if not line:
-                raise AssertionError(f"the sink exited: {self.process.stderr.read()}")
-            self.banner += line
-        for line in iter(self.process.stdout.readline, ""):
-            self.banner += line
-            if line.startswith("(put the run name"):
-                break
-        match = re.search(r"listening on (http\S+)", self.banner)
-        self.url = match.group(1)
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout)
 
 
 def stored_ids(db: Path, run: str) -> set[str]:
