@@ -293,23 +293,44 @@ async def test_unknown_paths_and_wrong_methods_are_json_errors(demo):
 
 @pytest.mark.go
 @pytest.mark.parametrize(
-    ("listen", "reason"),
+    ("env", "reason"),
     [
-        ("0.0.0.0:0", r'AUDITCOV_AGENT="0\.0\.0\.0:0" is not a loopback address; .*AUDITCOV_AGENT_ALLOW_REMOTE=1'),
-        (":0", r'AUDITCOV_AGENT=":0" is not a loopback address'),
-        ("localhost", r'AUDITCOV_AGENT="localhost": want 127\.0\.0\.1:PORT, \[::1\]:PORT or unix:/path'),
-        ("127.0.0.1:{busy}", r"listen tcp 127\.0\.0\.1:\d+: bind: address already in use"),
+        ({"AUDITCOV_AGENT": "0.0.0.0:0"}, r'AUDITCOV_AGENT="0\.0\.0\.0:0" is not a loopback .*_ALLOW_REMOTE=1'),
+        ({"AUDITCOV_AGENT": ":0"}, r'AUDITCOV_AGENT=":0" is not a loopback address'),
+        ({"AUDITCOV_AGENT": "localhost"}, r'AUDITCOV_AGENT="localhost": want 127\.0\.0\.1:PORT, \[::1\]:PORT or'),
+        ({"AUDITCOV_AGENT": "127.0.0.1:{busy}"}, r"listen tcp 127\.0\.0\.1:\d+: bind: address already in use"),
+        (
+            {"AUDITCOV_AGENT": "127.0.0.1:0", "AUDITCOV_AGENT_TOKEN_FILE": "/nonexistent/token"},
+            r"AUDITCOV_AGENT_TOKEN_FILE: open /nonexistent/token: no such file or directory",
+        ),
     ],
+    ids=["all-interfaces", "no-host", "no-port", "port-in-use", "no-token-file"],
 )
-async def test_an_agent_that_cannot_start_leaves_its_host_running(demo, listen, reason):
+async def test_an_agent_that_cannot_start_leaves_its_host_running(demo, env, reason):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {"AUDITCOV_AGENT": listen.format(busy=busy.getsockname()[1])}
+        env = {**env, "AUDITCOV_AGENT": env["AUDITCOV_AGENT"].format(busy=busy.getsockname()[1])}
         async with running(demo.binary, env) as program:
             await program.wait_for_log(r"^auditcov-agent: not started: " + reason)
             assert await program.get("/hello?name=host") == b"hello, host\n"
             assert not [line for line in program.log if "listening on" in line]
+
+
+@pytest.mark.go
+async def test_a_unix_socket_in_use_is_left_alone_and_a_stale_one_replaced(demo):
+    with tempfile.TemporaryDirectory(prefix="ac-") as short:
+        path = f"{short}/agent.sock"
+        with socket.socket(socket.AF_UNIX) as live:
+            live.bind(path)
+            live.listen()
+            async with running(demo.binary, {"AUDITCOV_AGENT": f"unix:{path}"}) as program:
+                await program.wait_for_log(rf"^auditcov-agent: not started: listen unix {path}: bind: address already")
+        # Closed, the socket file stays behind, with nobody answering on it.
+        assert Path(path).is_socket()
+        async with running(demo.binary, {"AUDITCOV_AGENT": f"unix:{path}"}) as program:
+            assert await program.agent_address() == f"unix:{path}"
+            assert (await ask_agent(f"unix:{path}", "/v1/health")).status == 200
 
 
 @contextlib.asynccontextmanager
@@ -436,7 +457,9 @@ def test_coverpkg_and_a_users_overlay_pass_through(tmp_path, monkeypatch):
         ([".", "--", "-covermode=count"], r"-covermode=count: the agent needs -covermode=atomic"),
         ([".", "--", "./other"], r"'\./other' after --: only go build flags go there"),
         ([".", "--", "-tags"], r"-tags: go build flag without its value"),
+        ([".", "--", "-toolexec=strace"], r"-toolexec: cover build runs go with a -toolexec of its own"),
     ],
+    ids=["not-main", "no-package", "several-packages", "output-flag", "covermode", "not-a-flag", "no-value", "toolexec"],
 )
 def test_cover_build_errors_say_what_is_wrong(args, message):
     result = _cover_build(*args)

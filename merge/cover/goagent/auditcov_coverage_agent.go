@@ -30,7 +30,8 @@
 // The agent never blocks or crashes its host: it logs to stderr, prefix "auditcov-agent: ", first
 // "listening on <address>" (http://HOST:PORT with the bound port, or unix:/path); on any failure it logs and the
 // host runs on. Its top-level names all start with auditcovAgent to stay clear of the host package's names, and
-// it uses no language feature newer than Go 1.18, since it is compiled at the host module's language version.
+// it uses no language feature newer than Go 1.20 (the first with runtime/coverage), since it is compiled at the host
+// module's language version.
 
 package main
 
@@ -50,6 +51,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/coverage"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -112,7 +114,7 @@ func auditcovAgentStart(where string) error {
 		return err
 	}
 	auditcovAgentLog.Printf("listening on %s", address)
-	server := &http.Server{Handler: agent, ReadHeaderTimeout: 10 * time.Second}
+	server := &http.Server{Handler: agent, ReadHeaderTimeout: 10 * time.Second, ErrorLog: auditcovAgentLog}
 	go func() {
 		auditcovAgentLog.Printf("stopped serving: %v", server.Serve(listener))
 	}()
@@ -227,7 +229,7 @@ func auditcovAgentBytes(w http.ResponseWriter, write func(io.Writer) error) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", fmt.Sprint(buffer.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(buffer.Len()))
 	w.Write(buffer.Bytes())
 }
 
