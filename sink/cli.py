@@ -20,6 +20,8 @@ COMMANDS = {
     "spec": "auditcov.sink.commands.spec:spec_command",
     "remap": "auditcov.sink.commands.spec:remap_command",
     "report": "auditcov.sink.commands.spec:report_command",
+    "export": "auditcov.sink.commands.bundle:export_command",
+    "merge": "auditcov.sink.commands.bundle:merge_command",
 }
 
 

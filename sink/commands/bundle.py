@@ -1,0 +1,56 @@
+"""`auditcov export` (a run's artifact bundle, for CI) and `auditcov merge` (bundles combined into one):
+merge/bundle.py does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditcov.merge.bundle import export_bundle, merge_bundles
+from auditcov.merge.reports.formats import ReportOptions
+from auditcov.sink.commands import db_option, run_option
+
+_FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def _done(bundle) -> None:
+    size = sum(entry["size"] for entry in bundle.files.values())
+    click.echo(f"{bundle.directory}: bundle of run {bundle.run!r}, {len(bundle.files)} files, {size} bytes")
+
+
+@click.command("export")
+@db_option
+@run_option
+@click.option(
+    "--artifacts",
+    "directory",
+    envvar="ARTIFACTS",
+    required=True,
+    type=_FOLDER,
+    help="The folder to write (env ARTIFACTS, prow's artifacts folder); it must not hold a bundle yet.",
+)
+def export_command(db_path: str, run: str | None, directory: Path) -> None:
+    """Write a run's artifact bundle: its store, summary.json, apisnoop.json, report.html, coverage.lcov,
+    cobertura.xml, junit_auditcov.xml and manifest.json (each file's size and sha256).
+
+    SOURCE_DATE_EPOCH, when set, is the reports' time (Cobertura's timestamp).
+
+    Example: auditcov export --db run.db --run e2e-1 --artifacts "$ARTIFACTS"
+    """
+    _done(export_bundle(db_path, run, directory, ReportOptions()))
+
+
+@click.command("merge")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", "directory", required=True, type=_FOLDER, help="The folder of the merged bundle.")
+@click.option("--run", "run", default=None, help="The merged run's name (needed when the bundles' runs differ).")
+def merge_command(bundles: tuple[Path, ...], directory: Path, run: str | None) -> None:
+    """Combine bundles (shards of one run, several providers) into one bundle with the same files.
+
+    Merging is idempotent: a bundle given twice counts once, and so does any event two bundles share. Bundles of
+    differently named runs become the one run --run names; their processes are then `<run>:<process>`.
+
+    Example: auditcov merge shard-1/ shard-2/ -o merged/
+    """
+    _done(merge_bundles(bundles, directory, ReportOptions(), run=run, warn=lambda text: click.echo(text, err=True)))

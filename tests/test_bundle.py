@@ -1,0 +1,161 @@
+"""`auditcov export` and `auditcov merge` on real data: a real audit log (audit2rbac's demo run) split into two
+overlapping shards, mapped to the 1.36 spec, with real per-test Go coverage (tests/gocov_sample snapshots, as in
+test_cover_pertest_go.py) in one of them. The merged bundle must equal a bundle of everything imported once, and
+merging again, with a bundle given twice, must change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from test_cover_pertest_go import _atomic_snapshots, _import, _markers
+
+from auditcov.merge.bundle import MANIFEST, REPORTS, STORE
+from auditcov.sink.cli import cli
+
+pytestmark = pytest.mark.go
+
+SPEC = "openapi/swagger-v1.36.json.gz"
+ENV = {"SOURCE_DATE_EPOCH": "1776667676"}
+
+
+def _invoke(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(cli, list(args), env=ENV)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def _store(tmp: Path, name: str, fixtures: Path, events: list[bytes], run: str = "r", snapshots=None) -> Path:
+    log = tmp / f"{name}.jsonl"
+    log.write_bytes(b"".join(events))
+    db = tmp / f"{name}.db"
+    _invoke("import", "--db", str(db), "--run", run, str(log))
+    _invoke("remap", "--db", str(db), "--openapi", str(fixtures / SPEC))
+    if snapshots is not None:
+        _import(db, run, snapshots, "covsample")
+        _markers(db, run)
+    return db
+
+
+def _rows(path: Path) -> dict[str, list[tuple]]:
+    """Every table's rows, sorted, but their per-store ids and when the store first saw the run: what it holds."""
+    conn = sqlite3.connect(path)
+    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    result = {}
+    for table in tables:
+        columns = [
+            row[1]
+            for row in conn.execute(f"PRAGMA table_info({table})")
+            if not (row[1] == "id" and row[5]) and (table, row[1]) != ("runs", "created_us")
+        ]
+        rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+        result[table] = sorted(rows, key=repr)
+    conn.close()
+    return result
+
+
+def _files(bundle: Path) -> dict[str, bytes]:
+    # report.html says when it was made; everything else must be the same bytes.
+    return {name: (bundle / name).read_bytes() for name in REPORTS if name != "report.html"}
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    return _atomic_snapshots(tmp_path_factory.mktemp("bundlecov"))
+
+
+def test_export_writes_the_run_and_its_reports(tmp_path, fixtures, snapshots):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    db = _store(tmp_path, "all", fixtures, events, snapshots=snapshots)
+    _invoke("import", "--db", str(db), "--run", "other", str(tmp_path / "all.jsonl"))  # a run left out
+    out = tmp_path / "bundle"
+    assert "bundle of run 'r', 7 files" in _invoke("export", "--db", str(db), "--run", "r", "--artifacts", str(out))
+    manifest = orjson.loads((out / MANIFEST).read_bytes())
+    assert manifest["run"] == "r" and set(manifest["files"]) == {STORE, *REPORTS}
+    for name, entry in manifest["files"].items():
+        data = (out / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+    assert sorted(p.name for p in out.iterdir()) == sorted([STORE, MANIFEST, *REPORTS])  # no -wal, no -shm
+    # The bundle's store holds run r only, all of it; its reports are the source store's.
+    rows = _rows(out / STORE)
+    assert [row[0] for row in rows["runs"]] == ["r"]
+    assert len(rows["events"]) == len(events) and len(rows["cover_snapshots"]) == len(snapshots)
+    for name, output_format in REPORTS.items():
+        if output_format not in (None, "html"):
+            expected = _invoke("report", "--db", str(db), "--run", "r", "--format", output_format)
+            assert (out / name).read_text() == expected, name
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["totals"]["eligible"] == 524 and len(summary["untested_eligible"]) == 523  # one is pending
+    assert summary["code_totals"]["tests"] == 3
+    assert b"DA:" in (out / "coverage.lcov").read_bytes() and b"<testcase" in (out / "junit_auditcov.xml").read_bytes()
+    assert (out / "report.html").read_bytes().startswith(b"<!DOCTYPE html>")
+    # A folder that holds a bundle is not written over.
+    again = CliRunner().invoke(cli, ["export", "--db", str(db), "--run", "r", "--artifacts", str(out)])
+    assert again.exit_code == 1 and "already holds a bundle" in again.output
+
+
+def test_merge_of_shards_is_the_whole_run_and_idempotent(tmp_path, fixtures, snapshots):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    first, second = events[:25], events[12:]  # 13 events in both shards
+    whole = _store(tmp_path, "whole", fixtures, events, snapshots=snapshots)
+    shards = [
+        _store(tmp_path, "shard1", fixtures, first, snapshots=snapshots),
+        _store(tmp_path, "shard2", fixtures, second),
+    ]
+    bundles = []
+    for i, db in enumerate([whole, *shards]):
+        bundles.append(tmp_path / f"b{i}")
+        _invoke("export", "--db", str(db), "--artifacts", str(bundles[-1]))
+    merged = tmp_path / "merged"
+    _invoke("merge", str(bundles[1]), str(bundles[2]), "-o", str(merged))
+    expected, got = _rows(bundles[0] / STORE), _rows(merged / STORE)
+    assert len(got["events"]) == len(events)
+    assert got == expected
+    assert _files(merged) == _files(bundles[0])
+
+    # Again, with a shard given twice and the merged bundle too: nothing new.
+    twice = tmp_path / "twice"
+    result = CliRunner().invoke(cli, ["merge", str(bundles[1]), str(bundles[2]), str(bundles[1]), str(merged), "-o",
+                                      str(twice)], env=ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"{bundles[1]}: the same store as {bundles[1]}; read once" in result.output
+    assert _rows(twice / STORE) == expected and _files(twice) == _files(bundles[0])
+
+
+def test_merge_of_providers_names_one_run(tmp_path, fixtures, snapshots):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    gke = _store(tmp_path, "gke", fixtures, events, run="gke", snapshots=snapshots)
+    aks = _store(tmp_path, "aks", fixtures, events, run="aks", snapshots=snapshots)
+    for db in (gke, aks):
+        _invoke("export", "--db", str(db), "--artifacts", str(tmp_path / db.stem))
+    inputs = [str(tmp_path / "gke"), str(tmp_path / "aks")]
+    result = CliRunner().invoke(cli, ["merge", *inputs, "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "the bundles hold runs aks, gke: name the merged run with --run" in result.output
+    _invoke("merge", *inputs, "--run", "providers", "-o", str(tmp_path / "m2"))
+    rows = _rows(tmp_path / "m2" / STORE)
+    assert [row[0] for row in rows["runs"]] == ["providers"]
+    # One audit log under two run names: renamed to one run, its events are the same events, stored once.
+    assert len(rows["events"]) == len(events)
+    processes = sorted({row[1] for row in rows["cover_snapshots"]})
+    assert processes == ["aks:covsample", "gke:covsample"]
+    assert orjson.loads((tmp_path / "m2" / MANIFEST).read_bytes())["run"] == "providers"
+
+
+def test_a_changed_bundle_is_refused(tmp_path, fixtures):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    db = _store(tmp_path, "s", fixtures, events)
+    _invoke("export", "--db", str(db), "--artifacts", str(tmp_path / "b"))
+    with sqlite3.connect(tmp_path / "b" / STORE) as conn:
+        conn.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events LIMIT 1)")
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path / "b"), "-o", str(tmp_path / "m")])
+    assert (
+        result.exit_code == 1
+        and "auditcov.db is missing or does not match the sha256 in manifest.json" in result.output
+    )
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "not a bundle (no manifest.json)" in result.output
