@@ -459,7 +459,7 @@ def test_coverpkg_and_a_users_overlay_pass_through(tmp_path, monkeypatch):
         ([".", "--", "-tags"], r"-tags: go build flag without its value"),
         ([".", "--", "-toolexec=strace"], r"-toolexec: cover build runs go with a -toolexec of its own"),
     ],
-    ids=["not-main", "no-package", "several-packages", "output-flag", "covermode", "not-a-flag", "no-value", "toolexec"],
+    ids=["not-main", "no-package", "several", "output-flag", "covermode", "not-a-flag", "no-value", "toolexec"],
 )
 def test_cover_build_errors_say_what_is_wrong(args, message):
     result = _cover_build(*args)
