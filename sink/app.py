@@ -5,6 +5,8 @@ Routes (see README.md):
                                       (client-go's `?timeout=30s`) is ignored. 200 with the counts, only after
                                       the batch is committed.
     POST /v1/runs/{run}/markers       a test boundary: {"test": NAME, "event": "start"|"end", "time": RFC3339}
+    /v1/runs/{run}/agents, snapshots, coverage, clear: coverage agents and their snapshots at test boundaries
+                                      (sink/coverage_routes.py)
     GET  /v1/stats[?run=R]            what the store holds (query token)
     GET  /healthz, /readyz, /metrics  liveness, store writability, Prometheus metrics
 
@@ -30,6 +32,7 @@ from auditcov.merge.errors import AuditcovError
 from auditcov.merge.events import format_time, now_us, parse_time
 from auditcov.merge.stats import store_stats
 from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.sink.agents import AGENTS
 from auditcov.sink.checkpointer import Checkpointer
 from auditcov.sink.ingest import Ingestor, Matcher, check_run_name
 from auditcov.sink.metrics import CONTENT_TYPE, Metrics
@@ -116,6 +119,9 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
+    from auditcov.sink.coverage_routes import setup_coverage  # it reads this module's app keys: imported here
+
+    setup_coverage(app)
     return app
 
 
@@ -250,7 +256,14 @@ async def _ingest(request: web.Request) -> web.Response:
     # Rows are prepared here, so the writer thread only runs SQLite (which releases the GIL): the next batch is
     # parsed while this one is written.
     batch = ingestor.prepare(run, items)
-    result = await app[WRITER].submit(lambda: ingestor.write(batch))
+    write = app[WRITER].submit(lambda: ingestor.write(batch))
+    agents = app[AGENTS]
+    # The first event of a test new to the run is a boundary: the agents are snapshotted before it is answered
+    # (in blocking webhook mode the apiserver has not run the request yet). A run without agents pays nothing.
+    if run in agents.live_runs and (boundaries := agents.batch_boundaries(run, batch)) is not None:
+        result, _ = await asyncio.gather(write, boundaries)
+    else:
+        result = await write
     app[METRICS].count_batch(run, len(items), result)
     return _json(result.as_dict())
 
@@ -284,7 +297,11 @@ async def add_marker(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(text=f"marker time must be an RFC 3339 time, not {str(moment)[:64]!r}")
     test = test.strip()
     ingestor = app[INGESTOR]
-    await app[WRITER].submit(lambda: ingestor.record_marker(run, test, event, at_us))
+    # A boundary too: the run's coverage agents are snapshotted before the marker is answered.
+    await asyncio.gather(
+        app[WRITER].submit(lambda: ingestor.record_marker(run, test, event, at_us)),
+        app[AGENTS].at_marker(run, test, event, at_us),
+    )
     return _json({"run": run, "test": test, "event": event, "time": format_time(at_us)})
 
 

@@ -14,6 +14,8 @@ GO_TOOLS = {
     "textfmt": "auditcov.sink.commands.gocover:textfmt_command",
     "percent": "auditcov.sink.commands.gocover:percent_command",
     "build": "auditcov.sink.commands.coverbuild:build_command",
+    "profile": "auditcov.sink.commands.coverproxy:profile_command",
+    "clear": "auditcov.sink.commands.coverproxy:clear_command",
 }
 
 

@@ -1,0 +1,3 @@
+module example.com/kubecover
+
+go 1.22
