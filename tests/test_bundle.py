@@ -94,6 +94,10 @@ def test_export_writes_the_run_and_its_reports(tmp_path, fixtures, snapshots):
     assert summary["code_totals"]["tests"] == 3
     assert b"DA:" in (out / "coverage.lcov").read_bytes() and b"<testcase" in (out / "junit_auditcov.xml").read_bytes()
     assert (out / "report.html").read_bytes().startswith(b"<!DOCTYPE html>")
+    # --artifacts defaults to $ARTIFACTS, prow's artifacts folder.
+    result = CliRunner().invoke(cli, ["export", "--db", str(db), "--run", "r"], env={"ARTIFACTS": str(tmp_path / "a")})
+    assert result.exit_code == 0, result.output
+    assert orjson.loads((tmp_path / "a" / MANIFEST).read_bytes())["files"].keys() == manifest["files"].keys()
     # A folder that holds a bundle is not written over.
     again = CliRunner().invoke(cli, ["export", "--db", str(db), "--run", "r", "--artifacts", str(out)])
     assert again.exit_code == 1 and "already holds a bundle" in again.output

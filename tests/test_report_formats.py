@@ -20,6 +20,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 from test_cover_pertest_go import PATHS, SAMPLE, _atomic_snapshots, _import, _markers
+from test_cover_pycoverage import _coverage_lines
+from test_cover_pycoverage import coverage_file as coverage_file  # the real pytest-cov data file, re-exported
 
 from auditcov.merge.events import format_time
 from auditcov.merge.reports.endpointcov import endpoint_coverage
@@ -239,6 +241,28 @@ def test_cobertura_is_valid_and_reads_as_codecov_reads_it(covered_store, tmp_pat
         if int(line.get("hits"))
     }
     assert {name for name, _ in hits} >= {"beta.go"} and not {name for name, _ in hits} & {"alpha.go", "gamma.go"}
+
+
+def test_lcov_of_python_tests(coverage_file, tmp_path):
+    """coverage.py contexts (pytest-cov --cov-context=test) as lcov: every line some test ran, and one test's."""
+    db = str(tmp_path / "store.db")
+    _invoke("cover", "import", "--db", db, "--run", "py", str(coverage_file))
+    run_trace = tmp_path / "py.info"
+    _invoke("report", "--db", db, "--format", "lcov", "-o", str(run_trace))
+    whole = _lcov_records(run_trace.read_text())
+    assert {file: set(hits) for file, hits in whole.items()} == _coverage_lines(coverage_file, ".*")
+    test = "check_shapes.py::test_square"
+    square = _lcov_records(_invoke("report", "--db", db, "--format", "lcov", "--test", test))
+    assert set(square) == set(whole)
+    ran = {file: {line for line, count in hits.items() if count} for file, hits in square.items()}
+    expected = _coverage_lines(coverage_file, f"^{re.escape(test)}(\\|(setup|run|teardown))?$")
+    assert {file: lines for file, lines in ran.items() if lines} == expected
+    done = subprocess.run(
+        ["genhtml", "--output-directory", str(tmp_path / "html"), str(run_trace)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = sum(len(hits) for hits in whole.values())
+    assert f"({found} of {found} lines)" in done.stdout  # coverage.py records only lines that ran
 
 
 def test_report_option_errors(tmp_path, fixtures):
