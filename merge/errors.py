@@ -19,3 +19,7 @@ class StoreError(AuditcovError):
 
 class SpecError(AuditcovError):
     """An OpenAPI source cannot be read or is not a Kubernetes OpenAPI v2/v3 document."""
+
+
+class NotFoundError(AuditcovError):
+    """A run, test, endpoint or file the store does not have; the message says which (the sink answers 404)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from auditcov.merge.errors import AuditcovError
+from auditcov.merge.errors import NotFoundError
 
 #: name -> (aggregate, table, condition). Duplicates are summed per run as they arrive: `events` holds one
 #: row per identity, not one per copy received.
@@ -24,7 +24,7 @@ def store_stats(db: sqlite_utils.Database, run: str | None = None) -> dict[str, 
     """The counts for one run, or for the whole store when `run` is None."""
     conn = db.conn
     if run is not None and conn.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is None:
-        raise AuditcovError(f"no run named {run!r} in the store")
+        raise NotFoundError(f"no run named {run!r} in the store")
     stats: dict[str, int | str] = {"run": run} if run is not None else {}
     for name, (aggregate, table, condition) in _COUNTS.items():
         conditions = [condition] if condition else []

@@ -8,6 +8,8 @@ Routes (see README.md):
     /v1/runs/{run}/agents, snapshots, coverage, clear: coverage agents and their snapshots at test boundaries
                                       (sink/coverage_routes.py)
     GET  /v1/stats[?run=R]            what the store holds (query token)
+    GET  /v1/runs, /v1/runs/{run}/..., /v1/diff  the query API (sink/queries.py; query token)
+    GET  /openapi.json                the OpenAPI 3 document of every route (sink/apidoc.py)
     GET  /healthz, /readyz, /metrics  liveness, store writability, Prometheus metrics
 
 Every error is answered as JSON `{"error": "..."}` saying what was wrong. When the sink is stopping, requests
@@ -28,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from auditcov.merge.decode import check_body, decode_event_list
-from auditcov.merge.errors import AuditcovError
+from auditcov.merge.errors import AuditcovError, NotFoundError
 from auditcov.merge.events import format_time, now_us, parse_time
 from auditcov.merge.stats import store_stats
 from auditcov.merge.store import open_store, open_store_readonly
@@ -122,6 +124,9 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     from auditcov.sink.coverage_routes import setup_coverage  # it reads this module's app keys: imported here
 
     setup_coverage(app)
+    from auditcov.sink.queries import setup_query_routes  # it reads this module's app keys: imported here
+
+    setup_query_routes(app)
     return app
 
 
@@ -163,7 +168,7 @@ async def drain_middleware(
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error as JSON saying what is wrong; library errors (bad input) are 400s."""
+    """Every error as JSON saying what is wrong; library errors (bad input) are 400s, unknown things 404s."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -174,6 +179,8 @@ async def error_middleware(
         if isinstance(exc, web.HTTPMethodNotAllowed):
             message = f"{exc.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}"
         return _error(exc.status, message, headers)
+    except NotFoundError as exc:
+        return _error(404, str(exc))
     except AuditcovError as exc:
         return _error(400, str(exc))
     except asyncio.CancelledError:

@@ -66,7 +66,7 @@ class Sink:
             self.banner += line
         for line in iter(self.process.stdout.readline, ""):
             self.banner += line
-            if line.startswith("(put the run name"):
+            if "Stop with Ctrl-C" in line:  # the banner's last line
                 break
         match = re.search(r"listening on (http\S+)", self.banner)
         self.url = match.group(1)

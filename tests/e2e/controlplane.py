@@ -1,9 +1,10 @@
 """A real Kubernetes control plane on loopback for the end-to-end test.
 
 `ControlPlane` starts etcd, kube-apiserver and kube-controller-manager (built by hack/e2e/build.sh) in one work
-directory, with real certificates (trustme), a service-account signing key, an admin client certificate, a
-Metadata-level audit policy and the audit log file, plus the audit flags it is given: `webhook_audit` makes those
-for a static audit webhook (mTLS) at a URL; `DYNAMIC_AUDIT` those for a 1.18 apiserver's AuditSink objects.
+directory, with real certificates (trustme), a service-account signing key, an admin client certificate, the
+audit policy config/policy.yaml and the audit log file, plus the audit flags it is given: `webhook_audit` makes
+those for a static audit webhook (mTLS) with config/webhook-mtls.kubeconfig; `DYNAMIC_AUDIT` those for a 1.18
+apiserver's AuditSink objects. The files of config/ are used as they are, never rewritten.
 Everything listens on 127.0.0.1 only; `stop()` ends exactly the processes it started.
 """
 
@@ -15,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "v1.36.3")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "e2e.test")
 
-#: Metadata for everything, every stage: the comparison with the audit log then covers RequestReceived and
-#: ResponseStarted events too, not only ResponseComplete.
-AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]}
+#: The operator's files (config/), used as they are. The policy is Metadata for everything at every stage: the
+#: comparison with the audit log then covers RequestReceived and ResponseStarted events too.
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+AUDIT_POLICY = CONFIG / "policy.yaml"
+WEBHOOK_KUBECONFIG = CONFIG / "webhook-mtls.kubeconfig"
 
 
 #: Dynamic audit (Kubernetes 1.13 to 1.18): AuditSink objects register webhooks at run time. 1.18 also still
@@ -161,11 +165,34 @@ def wait_until(what: str, ready, process: Process, timeout: float = 120) -> None
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {process.log}")
 
 
-def webhook_audit(work: Path, certs: Certificates, url: str, mode: str) -> list[str]:
-    """kube-apiserver flags that send every audit event to `url` in `mode` (batch, blocking), with a client
-    certificate (mTLS) and the server checked against the test CA."""
+def webhook_port() -> int:
+    """The port of the sink config/webhook-mtls.kubeconfig sends to (on 127.0.0.1): auditcov must listen there."""
+    server = yaml.safe_load(WEBHOOK_KUBECONFIG.read_text())["clusters"][0]["cluster"]["server"]
+    return urllib.parse.urlsplit(server).port
+
+
+def webhook_audit(work: Path, certs: Certificates, mode: str) -> list[str]:
+    """kube-apiserver flags that send every audit event in `mode` (batch, blocking) where
+    config/webhook-mtls.kubeconfig says, with a client certificate (mTLS) and the server checked against the
+    test CA.
+
+    The kubeconfig names its certificate files relative to its own folder, and client-go resolves them against
+    the path it was given: a link to it in work/webhook/, beside links named as it names them to the test CA and
+    a client certificate, makes it use those as it is.
+    """
+    folder = work / "webhook"
+    folder.mkdir()
+    config = folder / WEBHOOK_KUBECONFIG.name
+    config.symlink_to(WEBHOOK_KUBECONFIG)
+    document = yaml.safe_load(WEBHOOK_KUBECONFIG.read_text())
+    cluster, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
     client = certs.issue("audit-webhook-client", user="kube-apiserver-audit")
-    config = write_kubeconfig(work / "audit-webhook.kubeconfig", url, certs.ca, *_pair(client))
+    for name, target in [
+        (cluster["certificate-authority"], certs.ca),
+        (user["client-certificate"], client.cert),
+        (user["client-key"], client.key),
+    ]:
+        (folder / name).symlink_to(target)
     return [
         f"--audit-webhook-config-file={config}",
         f"--audit-webhook-mode={mode}",
@@ -280,8 +307,6 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         serving = self.certs.issue("apiserver", "127.0.0.1", "localhost", user="kube-apiserver")
-        policy = self.work / "audit-policy.yaml"
-        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         self.sa_key = service_account_key(self.work / "service-account.key")
         apiserver = self._spawn(
             "kube-apiserver",
@@ -302,7 +327,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 # 127.0.0.1 may not be an Endpoints address, so the apiserver cannot publish itself there.
                 "--endpoint-reconciler-type=none",
-                f"--audit-policy-file={policy}",
+                f"--audit-policy-file={AUDIT_POLICY}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
                 *self._audit_flags,

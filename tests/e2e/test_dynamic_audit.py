@@ -1,9 +1,10 @@
 """Dynamic audit (Kubernetes 1.13 to 1.18): auditcov registered through an `AuditSink` object, not a flag.
 
 A v1.18.19 kube-apiserver (hack/e2e/build-1.18.sh) runs with the DynamicAuditing gate and the
-auditregistration.k8s.io/v1alpha1 API on; auditcov is registered by creating an AuditSink whose webhook is
-auditcov's URL with the test CA as caBundle. AuditSink webhooks carry no client credentials (clientConfig has
-only a URL or service and a CA bundle), so auditcov serves plain TLS here, without a client CA.
+auditregistration.k8s.io/v1alpha1 API on; config/auditsink.yaml as it is passes a server-side dry run, and
+auditcov is registered by creating it with its webhook replaced by auditcov's URL and the test CA as caBundle.
+AuditSink webhooks carry no client credentials (clientConfig has only a URL or service and a CA bundle), so
+auditcov serves plain TLS here, without a client CA.
 
 A dynamic sink only hears what happens while it is registered, so "nothing lost" is checked over a window:
 from the first event auditcov stored to the end of the kubectl traffic. Within it, every auditID+stage of the
@@ -14,7 +15,6 @@ time may auditcov hold an event the log lacks.
 
 from __future__ import annotations
 
-import base64
 import shutil
 import sqlite3
 import time
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 from controlplane import DYNAMIC_AUDIT, Certificates, ControlPlane, binary_dir, free_port
+from deployfiles import AUDITSINK, audit_sink
 from traffic import E2E_MARKS, KUBECTL_COMMANDS, start_auditcov, stored_events
 from traffic import OUT as E2E_OUT
 
@@ -35,25 +35,6 @@ OUT = E2E_OUT / "dynamic"
 RUN = "e2e-dynamic"
 
 pytestmark = E2E_MARKS
-
-
-def audit_sink(url: str, ca: Path) -> str:
-    """An AuditSink that sends every stage of every request, at Metadata level, to `url`."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "auditregistration.k8s.io/v1alpha1",
-            "kind": "AuditSink",
-            "metadata": {"name": "auditcov"},
-            "spec": {
-                "policy": {"level": "Metadata", "stages": ["RequestReceived", "ResponseStarted", "ResponseComplete"]},
-                # The default throttle (10 qps) would delay batches; the point here is what arrives.
-                "webhook": {
-                    "throttle": {"qps": 100, "burst": 200},
-                    "clientConfig": {"url": url, "caBundle": base64.b64encode(ca.read_bytes()).decode()},
-                },
-            },
-        }
-    )
 
 
 @dataclass
@@ -99,6 +80,8 @@ def run_traffic(plane: ControlPlane, certs: Certificates, port: int) -> tuple[tu
     try:
         plane.start()
         sink = start_auditcov(OUT, certs, port, "--openapi=auto", f"--kubeconfig={plane.kubeconfig}", mtls=False)
+        # config/auditsink.yaml as it is must be accepted; the one registered sends to this auditcov instead.
+        plane.kubectl("apply", "--dry-run=server", "-f", str(AUDITSINK))
         plane.kubectl("apply", "-f", "-", stdin=audit_sink(f"https://127.0.0.1:{port}/v1/audit/{RUN}", certs.ca))
         wait_for_first_event(OUT / "auditcov.db")
         for args, stdin in KUBECTL_COMMANDS:

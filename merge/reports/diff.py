@@ -1,0 +1,97 @@
+"""The difference between two runs ("why did coverage drop", APISnoop #338): endpoints gained and lost, overall
+and per test, and lines gained and lost per test where both runs have that test's code coverage.
+
+Overall, an endpoint is gained when the head run tested it (directly or indirectly, `EndpointCoverage.hit`) and
+the base run did not, and lost the other way round; `conformance` does the same for conformance-tested eligible
+endpoints (APISnoop's measure). Per test, the endpoints compared are those `by_test` gives (every way of hitting
+one); tests only in one run are listed as added or removed, with their endpoints. Lines are compared per file as
+sets, and given as `[first, last]` ranges (`coverjson.line_ranges`); a test without code coverage in one of
+the runs gets `lines: null`.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from auditcov.merge.reports.coverjson import line_ranges
+from auditcov.merge.reports.queries import RunData, load_run_data
+
+FORMAT_VERSION = 1
+
+
+def run_diff(db: sqlite_utils.Database, base: str, head: str) -> dict:
+    """The diff of runs `base` and `head` of one store, read whole (see `diff_runs`)."""
+    return diff_runs(load_run_data(db, base), load_run_data(db, head))
+
+
+def _changes(before: set[str], after: set[str]) -> dict[str, list[str]]:
+    return {"gained": sorted(after - before), "lost": sorted(before - after)}
+
+
+def diff_runs(base: RunData, head: RunData) -> dict:
+    """The diff as a JSON-ready dict (see the module docstring)."""
+    tested = {data.run: _tested(data) for data in (base, head)}
+    conformance = {data.run: _conformance_tested(data) for data in (base, head)}
+    base_tests, head_tests = base.test_names(), head.test_names()
+    changed = []
+    for test in sorted(base_tests & head_tests):
+        endpoints = _changes(set(base.by_test.get(test, ())), set(head.by_test.get(test, ())))
+        lines = (
+            _line_changes(base.lines.get(test), head.lines.get(test))
+            if test in base.code and test in head.code
+            else None
+        )
+        if endpoints["gained"] or endpoints["lost"] or (lines is not None and (lines["gained"] or lines["lost"])):
+            changed.append({"test": test, "endpoints": endpoints, "lines": lines})
+    return {
+        "format_version": FORMAT_VERSION,
+        "base": base.run,
+        "head": head.run,
+        "endpoints": _changes(tested[base.run], tested[head.run]),
+        "conformance": _changes(conformance[base.run], conformance[head.run]),
+        "totals": {
+            "base": {"tested": len(tested[base.run]), "conformance_tested_eligible": len(conformance[base.run])},
+            "head": {"tested": len(tested[head.run]), "conformance_tested_eligible": len(conformance[head.run])},
+        },
+        "tests": {
+            "added": [
+                {"test": test, "endpoints": sorted(head.by_test.get(test, ()))}
+                for test in sorted(head_tests - base_tests)
+            ],
+            "removed": [
+                {"test": test, "endpoints": sorted(base.by_test.get(test, ()))}
+                for test in sorted(base_tests - head_tests)
+            ],
+            "changed": changed,
+            "unchanged": len(base_tests & head_tests) - len(changed),
+        },
+    }
+
+
+def _tested(data: RunData) -> set[str]:
+    coverage = data.coverage
+    return {state.endpoint.operation_id for state in coverage.endpoints if coverage.hit(state.endpoint.operation_id)}
+
+
+def _conformance_tested(data: RunData) -> set[str]:
+    coverage = data.coverage
+    return {
+        state.endpoint.operation_id
+        for state in coverage.endpoints
+        if state.eligible and coverage.conformance_tested(state.endpoint.operation_id)
+    }
+
+
+def _line_changes(before: dict[str, set[int]] | None, after: dict[str, set[int]] | None) -> dict:
+    before, after = before or {}, after or {}
+    files = {}
+    gained = lost = 0
+    for file in sorted(set(before) | set(after)):
+        old, new = before.get(file, set()), after.get(file, set())
+        if old == new:
+            continue
+        more, fewer = new - old, old - new
+        gained += len(more)
+        lost += len(fewer)
+        files[file] = {"gained": line_ranges(more), "lost": line_ranges(fewer)}
+    return {"gained": gained, "lost": lost, "files": files}
