@@ -22,18 +22,20 @@ from auditcov.merge.openapi.live import cluster_version
 from auditcov.sink.app import DRAIN, INGESTOR, WRITER, init_app
 from auditcov.sink.catalogue import follow_cluster, sink_matcher
 from auditcov.sink.ingest import Matcher
+from auditcov.sink.operatorfiles import (
+    ENDPOINTS_POLICY,
+    POLICY,
+    operator_files,
+    policy_text,
+    template_name,
+    webhook_kubeconfig,
+)
 from auditcov.sink.settings import Settings, SettingsError
 
 #: How long a stop waits for in-flight batches (the apiserver gives each POST 30 s).
 SHUTDOWN_TIMEOUT_S = 35.0
 
 log = logging.getLogger(__name__)
-
-AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata"""
 
 
 @dataclass
@@ -93,46 +95,29 @@ async def start_sink(settings: Settings, *, matcher: Matcher | None = None) -> R
 
 
 def banner(settings: Settings, url: str) -> str:
-    """What `serve` prints at start: where it listens and how to point a kube-apiserver at it."""
-    user = []
-    if settings.ingest_token_file:
-        user.append(f"    token: <the token in {settings.ingest_token_file}>")
-    if settings.client_ca:
-        user += [
-            f"    client-certificate: <a client certificate signed by {settings.client_ca}>",
-            "    client-key: <its key>",
-        ]
-    cluster = [f"    server: {url}/v1/audit/{settings.default_run}"]
-    if settings.tls:
-        cluster.append(f"    certificate-authority: <the CA that signed {settings.tls_cert}>")
-    kubeconfig = "\n".join(
-        [
-            "apiVersion: v1",
-            "kind: Config",
-            "clusters:",
-            "- name: auditcov",
-            "  cluster:",
-            *cluster,
-            "users:",
-            "- name: kube-apiserver",
-            "  user:" + ("" if user else " {}"),
-            *user,
-            "contexts:",
-            "- name: auditcov",
-            "  context: {cluster: auditcov, user: kube-apiserver}",
-            "current-context: auditcov",
-        ]
-    )
+    """What `serve` prints at start: where it listens and how to point a kube-apiserver at it, from the files of
+    config/ (see `auditcov.sink.operatorfiles`)."""
+    head = f"auditcov sink listening on {url} (store {settings.db}, run {settings.default_run!r})\n\n"
+    tail = "Stop with Ctrl-C or SIGTERM.\n"
+    folder = operator_files()
+    if folder is None:
+        return (
+            f"{head}Send a kube-apiserver's audit events to {url}/v1/audit/{settings.default_run}: the audit"
+            " policies and webhook kubeconfigs are in the auditcov repository's config/ folder (in the image:"
+            " /etc/auditcov).\n"
+            f"{tail}"
+        )
+    policy = folder / POLICY
     return (
-        f"auditcov sink listening on {url} (store {settings.db}, run {settings.default_run!r})\n\n"
-        "To send a kube-apiserver's audit events here, save this as audit-webhook.kubeconfig:\n\n"
-        f"{_indent(kubeconfig)}\n\n"
-        "this as audit-policy.yaml:\n\n"
-        f"{_indent(AUDIT_POLICY)}\n\n"
-        "and start kube-apiserver with:\n\n"
-        "    --audit-policy-file=audit-policy.yaml --audit-webhook-config-file=audit-webhook.kubeconfig \\\n"
+        f"{head}To send a kube-apiserver's audit events here, save this as audit-webhook.kubeconfig"
+        f" (made from {folder / template_name(settings)}):\n\n"
+        f"{_indent(webhook_kubeconfig(folder, settings, url))}\n\n"
+        f"and start kube-apiserver with the audit policy {policy}"
+        f" ({folder / ENDPOINTS_POLICY} for endpoint coverage only):\n\n"
+        f"    --audit-policy-file={policy.absolute()} --audit-webhook-config-file=audit-webhook.kubeconfig \\\n"
         "    --audit-webhook-mode=batch --audit-webhook-batch-max-wait=5s\n\n"
-        "(put the run name at the end of the server URL: /v1/audit/<run>). Stop with Ctrl-C or SIGTERM.\n"
+        f"{policy}:\n\n{_indent(policy_text(folder))}\n\n"
+        f"(put the run name at the end of the server URL: /v1/audit/<run>). {tail}"
     )
 
 

@@ -16,6 +16,7 @@ from sink_support import Sink, event, event_list
 from auditcov.merge.store import open_store_readonly
 
 JSON = {"Content-Type": "application/json"}
+CONFIG = Path(__file__).parent.parent / "config"
 
 
 def stored_ids(db: Path, run: str) -> set[str]:
@@ -27,18 +28,29 @@ def stored_ids(db: Path, run: str) -> set[str]:
         store.conn.close()
 
 
-def test_banner_prints_the_url_and_a_webhook_kubeconfig(tmp_path):
+def test_banner_prints_the_url_and_a_webhook_kubeconfig_from_the_config_files(tmp_path):
+    """Run where config/ is the repository's (as `make run` is), the banner shows config/'s policy and its
+    plain HTTP kubeconfig with this sink's URL; without those files it names where they are."""
+    (tmp_path / "config").symlink_to(CONFIG)
     sink = Sink(tmp_path / "banner.db", "--default-run", "e2e-7")
     try:
-        kubeconfig_text = sink.banner.split("audit-webhook.kubeconfig:\n\n", 1)[1].split("\n\n", 1)[0]
+        kubeconfig_text = sink.banner.split("(made from config/webhook.kubeconfig):\n\n", 1)[1].split("\n\n", 1)[0]
         kubeconfig = yaml.safe_load(textwrap.dedent(kubeconfig_text))
         assert kubeconfig["clusters"][0]["cluster"]["server"] == f"{sink.url}/v1/audit/e2e-7"
         assert kubeconfig["current-context"] == "auditcov"
         assert "--audit-webhook-config-file=audit-webhook.kubeconfig" in sink.banner
-        policy = yaml.safe_load(textwrap.dedent(sink.banner.split("audit-policy.yaml:\n\n", 1)[1].split("\n\n")[0]))
-        assert policy["rules"] == [{"level": "Metadata"}]
+        assert f"--audit-policy-file={tmp_path / 'config/policy.yaml'}" in sink.banner
+        policy = yaml.safe_load(textwrap.dedent(sink.banner.split("config/policy.yaml:\n\n", 1)[1].split("\n\n")[0]))
+        assert policy == yaml.safe_load((CONFIG / "policy.yaml").read_text())
     finally:
         assert sink.stop() == 0
+    (tmp_path / "config").unlink()
+    bare = Sink(tmp_path / "bare.db")
+    try:
+        assert f"audit events to {bare.url}/v1/audit/default" in bare.banner
+        assert "config/ folder" in bare.banner
+    finally:
+        assert bare.stop() == 0
 
 
 @pytest.mark.slow
