@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,13 +179,14 @@ def export_bundle(db_path: str | Path, run: str | None, directory: Path, options
     finally:
         source.conn.close()
     db = _new_store(directory)
-    try:
-        db.conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
-        _copy_run(db.conn, run, run)
-        db.conn.execute("DETACH DATABASE src")
-    finally:
-        db.conn.close()
-    return write_reports(directory, run, options)
+    with _removed_on_error(directory):
+        try:
+            db.conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
+            _copy_run(db.conn, run, run)
+            db.conn.execute("DETACH DATABASE src")
+        finally:
+            db.conn.close()
+        return write_reports(directory, run, options)
 
 
 def read_manifest(directory: Path) -> dict:
@@ -230,6 +232,12 @@ def merge_bundles(
             raise BundleError(f"the bundles hold runs {', '.join(runs)}: name the merged run with --run")
         run = runs[0]
     db = _new_store(directory)
+    with _removed_on_error(directory):
+        _merge_into(db, inputs, run)
+        return write_reports(directory, run, options)
+
+
+def _merge_into(db: sqlite_utils.Database, inputs: dict[str, tuple[Path, str]], run: str) -> None:
     try:
         for bundle, bundle_run in inputs.values():
             db.conn.execute("ATTACH DATABASE ? AS src", (str(bundle / STORE),))
@@ -242,4 +250,14 @@ def merge_bundles(
                 db.conn.execute("DETACH DATABASE src")
     finally:
         db.conn.close()
-    return write_reports(directory, run, options)
+
+
+@contextmanager
+def _removed_on_error(directory: Path) -> Iterator[None]:
+    """A bundle that could not be finished leaves nothing behind (so that the folder can be written again)."""
+    try:
+        yield
+    except BaseException:
+        for name in (STORE, *REPORTS, MANIFEST):
+            (directory / name).unlink(missing_ok=True)
+        raise

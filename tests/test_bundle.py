@@ -163,3 +163,20 @@ def test_a_changed_bundle_is_refused(tmp_path, fixtures):
     )
     result = CliRunner().invoke(cli, ["merge", str(tmp_path), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1 and "not a bundle (no manifest.json)" in result.output
+
+
+def test_bundles_of_different_catalogues_are_refused(tmp_path, fixtures):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    new = _store(tmp_path, "new", fixtures, events)
+    old = _store(tmp_path, "old", fixtures, events)
+    _invoke("remap", "--db", str(old), "--openapi", str(fixtures / "openapi/swagger-v1.27.0.json.gz"))
+    for db in (new, old):
+        _invoke("export", "--db", str(db), "--artifacts", str(tmp_path / f"b-{db.stem}"))
+    result = CliRunner().invoke(
+        cli, ["merge", str(tmp_path / "b-new"), str(tmp_path / "b-old"), "-o", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / 'b-old'}: its catalogue (" in result.output
+        and "differs from the bundles' before it" in result.output
+    )
