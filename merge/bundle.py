@@ -258,6 +258,6 @@ def _removed_on_error(directory: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for name in (STORE, *REPORTS, MANIFEST):
+        for name in (STORE, f"{STORE}-wal", f"{STORE}-shm", *REPORTS, MANIFEST):
             (directory / name).unlink(missing_ok=True)
         raise
