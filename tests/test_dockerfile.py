@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,23 +26,54 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _instructions() -> list[str]:
+    """The Dockerfile's instructions, one per item, continuation lines joined and comments left out."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not current and (not line.strip() or line.startswith("#")):
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            logical.append(current.strip())
+            current = ""
+    return logical
+
+
 def _instruction(name: str) -> list[str]:
-    lines = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith(name + " ")]
+    """The JSON (exec) form of the last `name` instruction: ENTRYPOINT, CMD, or HEALTHCHECK's command."""
+    lines = [line for line in _instructions() if line.startswith(name + " ")]
     assert lines, f"no {name} in the Dockerfile"
-    return json.loads(lines[-1][len(name) + 1 :])
+    return json.loads(lines[-1][lines[-1].index("[") :])
 
 
-def test_command_is_a_valid_serve_invocation():
-    assert _instruction("ENTRYPOINT") == ["auditcov"]
-    command, *args = _instruction("CMD")
-    subcommand = cli.get_command(None, command)
-    assert subcommand is not None, f"auditcov has no {command!r} command"
+def test_entrypoint_is_serve_and_the_command_a_valid_invocation():
+    assert _instruction("ENTRYPOINT") == ["auditcov", "serve"]
     # Parsing raises on an unknown option or a bad value, as `auditcov serve` itself would.
-    subcommand.make_context(command, list(args))
+    cli.get_command(None, "serve").make_context("serve", _instruction("CMD"))
+
+
+def test_image_is_multi_stage_non_root_with_the_store_on_a_volume():
+    instructions = _instructions()
+    stages = [line for line in instructions if line.startswith("FROM ")]
+    assert len(stages) == 2 and stages[0].endswith(" AS build")
+    final = instructions[instructions.index(stages[-1]) :]
+    # Only the virtual environment comes from the build stage: no wheels, no pip, no compiler.
+    assert [line for line in final if "--from=" in line] == ["COPY --from=build /opt/auditcov /opt/auditcov"]
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users and users[-1] not in ("0", "root")
+    assert 'VOLUME ["/data"]' in final
+    assert "AUDITCOV_DB=/data/auditcov.db" in next(line for line in final if line.startswith("ENV "))
+
+
+def test_healthcheck_runs_the_healthcheck_module_with_the_served_config():
+    command = _instruction("HEALTHCHECK")
+    assert command[:3] == ["python", "-m", "auditcov.sink.healthcheck"]
+    assert command[3:] == _instruction("CMD")[1:], "the check must read the file `serve` reads"
+    assert importlib.util.find_spec(command[2]) is not None
 
 
 def test_copied_paths_exist():
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in _instructions():
         if line.startswith("COPY ") and "--from=" not in line:
             *sources, _destination = line.split()[1:]
             for source in sources:
