@@ -23,14 +23,18 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sink_support import Sink
 
 from auditcov.merge.cover.model import CoverageError
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.pycoverage import read_contexts
+from auditcov.merge.cover.snapshots import load_python_lines
 from auditcov.merge.store import open_store, open_store_readonly
 from auditcov.sink.pydata import store_python_data
 from auditcov.sink.writer import Writer
@@ -362,3 +366,84 @@ def test_a_sink_that_is_down_or_hangs_neither_blocks_nor_crashes_the_service(exp
     contexts = {item.context: _lines(item.lines) for item in read_contexts(kept)}
     assert contexts["test_square"] == expected["test_square"]
     assert f"auditcov cover import --run r1 {kept}" in service.stderr
+
+
+def _sink(sink: Sink, method: str, path: str, document: object = None) -> tuple[int, dict]:
+    body = None if document is None else json.dumps(document).encode()
+    request = urllib.request.Request(sink.url + path, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _agents(sink: Sink, run: str) -> dict[str, dict]:
+    status, document = _sink(sink, "GET", f"/v1/runs/{run}/agents")
+    assert status == 200, document
+    return {agent["process"]: agent for agent in document["agents"]}
+
+
+def _report(db: Path, run: str) -> dict[str, dict]:
+    done = subprocess.run(
+        [*AUDITCOV, "cover", "report", "--db", str(db), "--run", run, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return {entry["test"]: entry for entry in json.loads(done.stdout)["tests"]}
+
+
+def _spans(files: dict[str, list[list[int]]]) -> Lines:
+    return {file: {n for first, last in spans for n in range(first, last + 1)} for file, spans in files.items()}
+
+
+def test_a_real_sink_switches_the_context_at_markers_and_stores_each_tests_exact_lines(expected, tmp_path):
+    db = tmp_path / "store.db"
+    sink = Sink(db)
+    try:
+        service = Service.under_agent(tmp_path, "--sink", sink.url, "--run", "py")
+        agent = _wait_for(
+            lambda: _agents(sink, "py").get("pyservice"), "registration", service.process, service.stderr_path
+        )
+        assert (agent["kind"], agent["address"]) == ("python", f"http://127.0.0.1:{service.agent_port}")
+        for test, requests in TESTS.items():
+            assert _sink(sink, "POST", "/v1/runs/py/markers", {"test": test, "event": "start"})[0] == 200
+            service.send(requests)
+            assert _sink(sink, "POST", "/v1/runs/py/markers", {"test": test, "event": "end"})[0] == 200
+        # The data reaches the store when the service is stopped with SIGTERM, then the agent says goodbye.
+        assert service.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+        assert "auditcov-agent: coverage data sent to" in service.stderr, service.stderr
+        gone = _agents(sink, "py")["pyservice"]
+        assert gone["health"] == "gone" and gone["gone"]["reason"] == "said goodbye"
+        assert gone["last_snapshot"]["missing"] is None
+    finally:
+        assert sink.stop() == 0
+    tests = _report(db, "py")
+    for test in TESTS:
+        entry = tests[test]
+        assert _spans(entry["files"]) == expected[test], test
+        assert entry["window"]["from"] == "markers"
+        assert not entry["incomplete"] and not entry["problems"], entry["problems"]
+
+
+def test_the_data_reaches_the_store_when_the_program_exits_by_itself(tmp_path):
+    db = tmp_path / "store.db"
+    script = tmp_path / "job.py"
+    script.write_text("total = 0\nfor number in range(3):\n    total += number\n")
+    sink = Sink(db)
+    try:
+        done = _run_cover(tmp_path, "--sink", sink.url, "--run", "job", "--", "python", "job.py")
+        assert done.returncode == 0, done.stderr
+        assert "auditcov-agent: coverage data sent to" in done.stderr
+    finally:
+        assert sink.stop() == 0
+    store = open_store_readonly(db)
+    try:
+        # Outside any test: the empty context, stored as it is for an imported .coverage file.
+        assert load_python_lines(store, "job") == {"": {str(script): {1, 2, 3}}}
+    finally:
+        store.conn.close()
