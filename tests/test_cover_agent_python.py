@@ -368,11 +368,13 @@ def test_a_sink_that_is_down_or_hangs_neither_blocks_nor_crashes_the_service(exp
     assert f"auditcov cover import --run r1 {kept}" in service.stderr
 
 
-def _sink(sink: Sink, method: str, path: str, document: object = None) -> tuple[int, dict]:
+def _sink(sink: Sink, method: str, path: str, document: object = None, token: str = "") -> tuple[int, dict]:
     body = None if document is None else json.dumps(document).encode()
     request = urllib.request.Request(sink.url + path, data=body, method=method)
     if body is not None:
         request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -402,18 +404,28 @@ def _spans(files: dict[str, list[list[int]]]) -> Lines:
 
 
 def test_a_real_sink_switches_the_context_at_markers_and_stores_each_tests_exact_lines(expected, tmp_path):
+    # Tokens on both sides: the sink's ingest token (registration, markers, the upload) and the agent's own (the
+    # sink's context switches); a call without the right one would leave a test incomplete or its lines unsent.
+    (tmp_path / "ingest-token").write_text("ingest-secret\n")
+    (tmp_path / "agent-token").write_text("agent-secret\n")
+    tokens = {
+        "AUDITCOV_TOKEN_FILE": str(tmp_path / "ingest-token"),
+        "AUDITCOV_AGENT_TOKEN_FILE": str(tmp_path / "agent-token"),
+    }
     db = tmp_path / "store.db"
-    sink = Sink(db)
+    sink = Sink(db, "--ingest-token-file", str(tmp_path / "ingest-token"))
     try:
-        service = Service.under_agent(tmp_path, "--sink", sink.url, "--run", "py")
+        service = Service.under_agent(tmp_path, "--sink", sink.url, "--run", "py", env=tokens)
         agent = _wait_for(
             lambda: _agents(sink, "py").get("pyservice"), "registration", service.process, service.stderr_path
         )
         assert (agent["kind"], agent["address"]) == ("python", f"http://127.0.0.1:{service.agent_port}")
         for test, requests in TESTS.items():
-            assert _sink(sink, "POST", "/v1/runs/py/markers", {"test": test, "event": "start"})[0] == 200
-            service.send(requests)
-            assert _sink(sink, "POST", "/v1/runs/py/markers", {"test": test, "event": "end"})[0] == 200
+            for event in ("start", "end"):
+                marker = {"test": test, "event": event}
+                assert _sink(sink, "POST", "/v1/runs/py/markers", marker, token="ingest-secret")[0] == 200
+                if event == "start":
+                    service.send(requests)
         # The data reaches the store when the service is stopped with SIGTERM, then the agent says goodbye.
         assert service.stop(signal.SIGTERM) == 128 + signal.SIGTERM
         assert "auditcov-agent: coverage data sent to" in service.stderr, service.stderr
@@ -447,3 +459,25 @@ def test_the_data_reaches_the_store_when_the_program_exits_by_itself(tmp_path):
         assert load_python_lines(store, "job") == {"": {str(script): {1, 2, 3}}}
     finally:
         store.conn.close()
+
+
+def test_registration_is_retried_until_the_sink_comes_up(tmp_path):
+    port = _free_port()
+    sink_url = f"http://127.0.0.1:{port}"
+    service = Service.under_agent(tmp_path, "--sink", sink_url, "--run", "late")
+    service.send(TESTS["test_square"])  # nothing listens on the sink's port yet: the service serves all the same
+    _wait_for(
+        lambda: "registering with" in service.stderr, "a failed registration", service.process, service.stderr_path
+    )
+    assert f"registering with {sink_url}: the sink did not answer: [Errno 111] Connection refused" in service.stderr
+    sink = Sink(tmp_path / "store.db", "--listen", f"127.0.0.1:{port}")
+    try:
+        agent = _wait_for(
+            lambda: _agents(sink, "late").get("pyservice"), "registration", service.process, service.stderr_path
+        )
+        assert agent["kind"] == "python"
+        assert service.stderr.count("registering with") == 1  # said once, not once per retry
+        assert service.stop() == 128 + signal.SIGTERM
+        assert "auditcov-agent: coverage data sent to" in service.stderr
+    finally:
+        assert sink.stop() == 0
