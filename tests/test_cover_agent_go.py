@@ -77,7 +77,8 @@ def demo(tmp_path_factory) -> Demo:
 
 
 class Program:
-    """A started agentdemo: its process, the URL it serves on, and its stderr lines as they arrive."""
+    """A started server that prints "NAME: serving on URL" first (agentdemo does): its process, that URL, and its
+    stderr lines as they arrive."""
 
     def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
         self.process, self.url = process, url
@@ -123,8 +124,8 @@ async def running(binary: Path, env: dict[str, str]) -> AsyncIterator[Program]:
         try:
             assert process.stdout is not None
             first = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
-            match = re.fullmatch(r"agentdemo: serving on (http://\S+)\n", first)
-            assert match, f"agentdemo printed {first!r}"
+            match = re.fullmatch(r"\w+: serving on (http://\S+)\n", first)
+            assert match, f"{binary} printed {first!r}"
             yield Program(process, match[1])
         finally:
             if process.returncode is None:
@@ -444,6 +445,88 @@ def test_coverpkg_and_a_users_overlay_pass_through(tmp_path, monkeypatch):
     assert {block.file for block in ours.counts} == {CALC_GO, MAIN_GO, "example.com/agentdemo/extra.go"}
     assert_agrees_with_go(ours, go_reads(meta, counters, pid, tmp_path / "covdata"))
     assert counts_on_line(ours, CALC_GO, line_of(DEMO / "calc/calc.go", "total += i")) == [4]
+
+
+TOOL_MAIN = """package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+
+	"example.com/lib"
+)
+
+func main() {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("tool: serving on http://%s\\n", listener.Addr())
+	http.Serve(listener, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, lib.Double(21))
+	}))
+}
+"""
+LIB = "package lib\n\n// Double is twice n.\nfunc Double(n int) int {\n\treturn 2 * n\n}\n"
+
+
+def _publish(proxy: Path, module: str, files: dict[str, str]) -> None:
+    """Module `module` v1.0.0 in a GOPROXY folder (the file:// protocol of `go help goproxy`): list, info, mod, zip."""
+    versions = proxy / module / "@v"
+    versions.mkdir(parents=True)
+    (versions / "list").write_text("v1.0.0\n")
+    (versions / "v1.0.0.info").write_text('{"Version": "v1.0.0", "Time": "2026-01-01T00:00:00Z"}')
+    (versions / "v1.0.0.mod").write_text(files["go.mod"])
+    with zipfile.ZipFile(versions / "v1.0.0.zip", "w") as archive:
+        for name, text in files.items():
+            archive.writestr(f"{module}@v1.0.0/{name}", text)
+
+
+@pytest.mark.go
+def test_a_command_in_the_module_cache_is_built_as_a_copy_in_the_main_module(tmp_path):
+    """Go refuses an overlay beneath GOMODCACHE (kube-apiserver built from a wrapper module is such a command)."""
+    proxy = tmp_path / "proxy"
+    _publish(proxy, "example.com/lib", {"go.mod": "module example.com/lib\n\ngo 1.22\n", "lib.go": LIB})
+    tool_mod = "module example.com/tool\n\ngo 1.22\n\nrequire example.com/lib v1.0.0\n"
+    _publish(proxy, "example.com/tool", {"go.mod": tool_mod, "cmd/tool/main.go": TOOL_MAIN})
+    wrap = tmp_path / "wrap"
+    wrap.mkdir()
+    # Like hack/e2e/kube: the wrapper requires the command's module only, not the modules its main imports.
+    (wrap / "go.mod").write_text("module example.com/wrap\n\ngo 1.22\n\nrequire example.com/tool v1.0.0\n")
+    env = {
+        "GOPROXY": f"file://{proxy}",
+        "GOSUMDB": "off",
+        "GOMODCACHE": str(tmp_path / "modcache"),
+        "GOFLAGS": "-buildvcs=false -mod=mod -modcacherw",
+    }
+    run("go", "build", "-o", os.devnull, "example.com/tool/cmd/tool", cwd=wrap, env=env)  # fills go.sum
+    before = _tree(wrap)
+    binary = tmp_path / "tool"
+    args = ["-C", wrap, "-o", binary, "example.com/tool/cmd/tool", "--", "-coverpkg=example.com/lib"]
+    result = _cover_build(*args, env=env)
+    assert result.exit_code == 0, result.output
+    built_as = "example.com/wrap/auditcov-cover-build/tool"
+    assert result.output.splitlines() == [
+        f"{binary}: example.com/tool/cmd/tool with the auditcov coverage agent",
+        f"(its folder is in the module cache, where go build -overlay adds no file: built as {built_as}, so its own"
+        " files have that path in coverage)",
+    ]
+    assert _tree(wrap) == before
+
+    async def serve() -> tuple[bytes, bytes, int]:
+        async with running(binary, {"AUDITCOV_AGENT": "127.0.0.1:0"}) as program:
+            address = await program.agent_address()
+            assert await program.get("/") == b"42\n"
+            return *await snapshot(address), program.process.pid
+
+    meta, counters, pid = asyncio.run(serve())
+    ours = decode_agent_coverage(meta, counters, where="tool")
+    assert_agrees_with_go(ours, go_reads(meta, counters, pid, tmp_path / "covdata"))
+    assert {block.file for block, count in ours.counts.items() if count} == {
+        f"{built_as}/main.go",
+        "example.com/lib/lib.go",
+    }
 
 
 @pytest.mark.go

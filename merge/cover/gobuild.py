@@ -12,6 +12,12 @@ exist" (and a replaced one is read unreplaced). The wrapper swaps in the overlay
 runs every other tool as it is. It passes `-V=full` through untouched, so the build cache keys (go derives them
 from the tools' `-V=full` answers) are those of a build without it: a rebuild after a first one is fast.
 
+A main package beneath GOMODCACHE (a command of a dependency, as kube-apiserver is for hack/e2e/kube) cannot take
+the file: go refuses any overlay there. It is then built as a copy, under `<main module>/auditcov-cover-build/
+<command name>`, a folder that exists only in the overlay (so its own files have that path in coverage), with
+a copy of go.mod and go.sum given by -modfile: go adds requirements for the copy's imports to the copy, and may
+need to download the go.mod files those bring in.
+
 The flags are go build's own, passed through (`-coverpkg=...`, `-tags`, `-ldflags`, ...). `-coverpkg` gets the
 main package added: only an instrumented main package's init starts Go's coverage runtime (runtime/coverage's
 init hook), and without it the agent has no meta-data to serve. The build decides the others: `-o` and `-C`
@@ -23,6 +29,7 @@ to `go list`, since they decide which package PKG is.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -53,6 +60,8 @@ class MainPackage:
     dir: Path
     #: The executable's name `go build` would choose (`kube-apiserver` for .../cmd/kube-apiserver).
     command_name: str
+    #: Its source files (Go, cgo, embedded, assembly, ...), relative to `dir`, as this build selects them.
+    files: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,18 @@ class Build:
     package: MainPackage
     binary: Path
     command: list[str]
+    #: The import path the package was built under: its own, or, for a package in the module cache, its copy's
+    #: in the main module (see `_relocate`); coverage names its files under this path.
+    built_as: str
+
+
+#: Where a main package of the module cache is built: `<main module>/RELOCATED/<command name>`, in the overlay only.
+RELOCATED = "auditcov-cover-build"
+#: The `go list -json` fields read; the `*Files` ones are the package's sources.
+_LIST_FIELDS = (
+    "Name,ImportPath,Dir,Target,GoFiles,CgoFiles,EmbedFiles,CFiles,CXXFiles,HFiles,FFiles,SFiles,MFiles,SysoFiles,"
+    "SwigFiles,SwigCXXFiles"
+)
 
 
 def build_with_agent(
@@ -77,9 +98,17 @@ def build_with_agent(
         list_flags = [f"-{name}={chosen[name]}" for name in _LIST_FLAGS if name in chosen]
         main = find_main_package(go, package, cwd=cwd, flags=list_flags)
         replace = _user_overlay(chosen["overlay"], cwd) if "overlay" in chosen else {}
+        module_cache, go_mod = _go_env(go, cwd, "GOMODCACHE", "GOMOD")
+        folder, built_as, target = main.dir, main.import_path, package
+        if module_cache and main.dir.is_relative_to(module_cache):
+            folder, built_as, modfile = _relocate(go, main, cwd, go_mod, chosen.get("modfile"), Path(scratch))
+            replace.update({str(folder / name): str(main.dir / name) for name in main.files})
+            # The copy's go.mod may gain requirements for the package's imports; the module's own stays as it is.
+            passed += [f"-modfile={modfile}", "-mod=mod"]
+            target = built_as
         agent = Path(scratch, AGENT_FILE)
         agent.write_bytes(agent_source())
-        replace[str(main.dir / AGENT_FILE)] = str(agent)
+        replace[str(folder / AGENT_FILE)] = str(agent)
         overlay = Path(scratch, "overlay.json")
         overlay.write_text(json.dumps({"Replace": replace}))
         wrapper = Path(scratch, "toolexec.sh")
@@ -90,32 +119,80 @@ def build_with_agent(
             *("-o", str(binary), *passed),
         ]
         if "coverpkg" in chosen:
-            command.append(f"-coverpkg={chosen['coverpkg']},{main.import_path}")
-        done = subprocess.run([*command, package], cwd=cwd, capture_output=True, text=True, check=False)
+            command.append(f"-coverpkg={chosen['coverpkg']},{built_as}")
+        command.append(target)
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise GoBuildError(f"go build of {package} failed (exit status {done.returncode}):\n{done.stderr.rstrip()}")
-    return Build(main, binary, [*command, package])
+    return Build(main, binary, command, built_as)
 
 
 def find_main_package(go: str, package: str, *, cwd: Path, flags: Sequence[str] = ()) -> MainPackage:
     """`go list` of one main package, or a `GoBuildError` saying why `package` is not one."""
-    template = "{{.Name}}\t{{.ImportPath}}\t{{.Dir}}\t{{.Target}}"
     done = subprocess.run(
-        [go, "list", *flags, "-f", template, package], cwd=cwd, capture_output=True, text=True, check=False
+        [go, "list", *flags, f"-json={_LIST_FIELDS}", package], cwd=cwd, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise GoBuildError(f"go list {package} (in {cwd}) failed:\n{done.stderr.rstrip()}")
-    rows = [line.split("\t") for line in done.stdout.splitlines() if line]
-    if len(rows) != 1:
-        paths = ", ".join(row[1] for row in rows)
-        raise GoBuildError(f"{package}: names {len(rows)} packages ({paths}); name one main package")
-    name, import_path, package_dir, target = rows[0]
-    if name != "main":
+    found = _json_values(done.stdout)
+    if len(found) != 1:
+        paths = ", ".join(listed["ImportPath"] for listed in found)
+        raise GoBuildError(f"{package}: names {len(found)} packages ({paths}); name one main package")
+    (listed,) = found
+    if listed["Name"] != "main":
         raise GoBuildError(
-            f"{package}: {import_path} is package {name}, not a main package; cover build needs a command"
+            f"{package}: {listed['ImportPath']} is package {listed['Name']}, not a main package; cover build needs"
+            " a command"
         )
-    command_name = Path(target).name if target else Path(package_dir).name
-    return MainPackage(import_path, Path(package_dir), command_name)
+    files = [name for field in _LIST_FIELDS.split(",") if field.endswith("Files") for name in listed.get(field, ())]
+    command_name = Path(listed.get("Target") or listed["Dir"]).name
+    return MainPackage(listed["ImportPath"], Path(listed["Dir"]), command_name, files)
+
+
+def _json_values(text: str) -> list[dict]:
+    """The JSON objects `go list -json` prints one after another."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        if text[at].isspace():
+            at += 1
+            continue
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+    return values
+
+
+def _go_env(go: str, cwd: Path, *names: str) -> list[str]:
+    done = subprocess.run([go, "env", *names], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GoBuildError(f"go env (in {cwd}) failed:\n{done.stderr.rstrip()}")
+    return done.stdout.splitlines()
+
+
+def _relocate(
+    go: str, main: MainPackage, cwd: Path, go_mod: str, modfile: str | None, scratch: Path
+) -> tuple[Path, str, Path]:
+    """Where to build a main package that lives beneath GOMODCACHE, where go's -overlay may add no file.
+
+    It is built as a copy in a folder of the main module that exists only in the overlay (`RELOCATED`), with a
+    copy of the module's go.mod and go.sum: go may add requirements for the package's imports (a module only
+    needed indirectly so far), and those land in the copy. Returns the folder, its import path, the go.mod copy.
+    """
+    if not go_mod or go_mod == os.devnull:
+        raise GoBuildError(
+            f"{main.import_path} is in the module cache ({main.dir}), where go build -overlay cannot add the agent, "
+            f"and {cwd} is in no module to build it from: run cover build in (or -C) a module that requires it"
+        )
+    source = cwd / modfile if modfile else Path(go_mod)
+    done = subprocess.run([go, "mod", "edit", "-json", str(source)], cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise GoBuildError(f"go mod edit -json {source} failed:\n{done.stderr.rstrip()}")
+    module_path = json.loads(done.stdout)["Module"]["Path"]
+    copy = scratch / "go.mod"
+    shutil.copyfile(source, copy)
+    if source.with_suffix(".sum").exists():
+        shutil.copyfile(source.with_suffix(".sum"), copy.with_suffix(".sum"))
+    folder = Path(go_mod).parent / RELOCATED / main.command_name
+    return folder, f"{module_path}/{RELOCATED}/{main.command_name}", copy
 
 
 def _split_flags(flags: Sequence[str]) -> tuple[dict[str, str], list[str]]:

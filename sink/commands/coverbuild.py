@@ -32,3 +32,8 @@ def build_command(output: Path | None, directory: Path | None, package: str, go_
     """
     build = build_with_agent(package, output=output, directory=directory, flags=go_flags)
     click.echo(f"{build.binary}: {build.package.import_path} with the auditcov coverage agent")
+    if build.built_as != build.package.import_path:
+        click.echo(
+            f"(its folder is in the module cache, where go build -overlay adds no file: built as {build.built_as},"
+            " so its own files have that path in coverage)"
+        )
