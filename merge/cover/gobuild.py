@@ -87,6 +87,8 @@ def build_with_agent(
     package: str, *, output: Path | None = None, directory: Path | None = None, flags: Sequence[str] = ()
 ) -> Build:
     """Build `package` (a path or import path, as go takes it, resolved in `directory`) with the agent."""
+    if os.name == "nt":
+        raise GoBuildError("auditcov cover build needs a POSIX shell for its -toolexec wrapper; Windows has none")
     go = shutil.which("go")
     if go is None:
         raise GoBuildError("go: not found on PATH; `auditcov cover build` needs a Go toolchain (1.20 or later)")
