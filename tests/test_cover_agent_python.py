@@ -313,14 +313,19 @@ def _run_cover(tmp_path: Path, *args: str, env: dict | None = None) -> subproces
 
 def test_a_script_runs_with_its_arguments_and_exit_status(tmp_path):
     script = tmp_path / "job.py"
-    script.write_text("import sys\nprint('args', sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
+    script.write_text(
+        "import sys\nimport helper\nprint('args', sys.argv[1:], helper.VALUE)\nsys.exit(int(sys.argv[1]))\n"
+    )
+    (tmp_path / "helper.py").write_text("VALUE = 1\n")
+    # The user's coverage.py configuration applies, as under `coverage run` (the agent adds its own omit).
+    (tmp_path / ".coveragerc").write_text("[run]\nomit = */helper.py\n")
     done = _run_cover(tmp_path, "--", "job.py", "3", "--flag")
     assert done.returncode == 3, done.stderr
-    assert done.stdout == "args ['3', '--flag']\n"
+    assert done.stdout == "args ['3', '--flag'] 1\n"
     assert "auditcov-agent: listening on http://127.0.0.1:" in done.stderr
     saved = Path(done.stderr.split("coverage data saved in ")[1].strip())
     (context,) = read_contexts(saved)
-    assert context.lines == {str(script): [1, 2, 3]}
+    assert context.lines == {str(script): [1, 2, 3, 4]}
     failing = tmp_path / "fails.py"
     failing.write_text("raise RuntimeError('boom')\n")
     done = _run_cover(tmp_path, "--", "python", "fails.py")

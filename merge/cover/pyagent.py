@@ -141,9 +141,12 @@ class Measurement:
 
     def __init__(self, sources: list[str]):
         self.directory = tempfile.mkdtemp(prefix="auditcov-agent-")
-        self.coverage = coverage.Coverage(
-            data_file=os.path.join(self.directory, ".coverage"), source=sources or None, omit=[__file__]
-        )
+        # The user's configuration (.coveragerc, pyproject.toml) applies, as under `coverage run`, with two
+        # changes: this file is omitted, and the core is one that records dynamic contexts (sys.monitoring's,
+        # the default on newer Pythons, does not).
+        self.coverage = coverage.Coverage(data_file=os.path.join(self.directory, ".coverage"), source=sources or None)
+        self.coverage.set_option("run:omit", [*(self.coverage.get_option("run:omit") or []), __file__])
+        self.coverage.set_option("run:core", "ctrace")
         self.context = ""
         # One lock for everything that touches the data file: a flush, a read of its bytes, an erase.
         self._lock = threading.Lock()
