@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from auditcov.merge.cover.model import Profile, gc_paused
+from auditcov.merge.cover.model import Block, Profile, gc_paused
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.pycoverage import add_python_lines
 from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_layout, load_python_lines, snapshot_counters
@@ -38,8 +38,9 @@ def run_profile(db: sqlite_utils.Database, run: str) -> Profile:
     with gc_paused():
         for snapshot, counted in zip(snapshots, counters, strict=True):
             layout = load_layout(db, counted.layout)
-            blocks = [layout.block(i) for i in range(len(counted.counts))]
-            profile.add_all(blocks, layout.columns[5], counted.counts, where=f"process {snapshot.process!r}")
+            files, starts, start_cols, ends, end_cols, statements = layout.columns
+            blocks = list(map(Block, map(layout.files.__getitem__, files), starts, start_cols, ends, end_cols))
+            profile.add_all(blocks, statements, counted.counts, where=f"process {snapshot.process!r}")
         for lines in load_python_lines(db, run).values():
             add_python_lines(profile, lines)
     return profile

@@ -12,15 +12,24 @@ coverage.py writes it: the caller gives the report's time (SOURCE_DATE_EPOCH, or
 from __future__ import annotations
 
 from importlib.metadata import version
-from xml.etree import ElementTree
+from xml.sax.saxutils import quoteattr
 
 from auditcov.merge.cover.model import Profile
 
 DTD_URL = "http://cobertura.sourceforge.net/xml/coverage-04.dtd"
+#: Written as text, not built as a tree: a kube-apiserver build has over a million lines (ElementTree: 20 s).
+_LINE = '            <line number="%d" hits="%d" branch="false"/>'
+
+
+_VERSION = quoteattr(f"auditcov {version('auditcov')}")
 
 
 def _rate(hit: int, found: int) -> str:
     return f"{hit / found:.4g}" if found else "1"
+
+
+def _hit(lines: dict[int, int]) -> int:
+    return len(lines) - list(lines.values()).count(0)
 
 
 def cobertura_report(profile: Profile, timestamp_ms: int) -> str:
@@ -30,51 +39,38 @@ def cobertura_report(profile: Profile, timestamp_ms: int) -> str:
     for file in sorted(files):
         packages.setdefault(profile.package_of(file), []).append(file)
     found = sum(len(lines) for lines in files.values())
-    hit = sum(1 for lines in files.values() for count in lines.values() if count)
-    root = ElementTree.Element(
-        "coverage",
-        {
-            "line-rate": _rate(hit, found),
-            "branch-rate": "0",
-            "lines-covered": str(hit),
-            "lines-valid": str(found),
-            "branches-covered": "0",
-            "branches-valid": "0",
-            "complexity": "0",
-            "version": f"auditcov {version('auditcov')}",
-            "timestamp": str(timestamp_ms),
-        },
-    )
-    ElementTree.SubElement(ElementTree.SubElement(root, "sources"), "source").text = "."
-    package_list = ElementTree.SubElement(root, "packages")
+    hit = sum(_hit(lines) for lines in files.values())
+    out = [
+        '<?xml version="1.0" ?>',
+        f'<!DOCTYPE coverage SYSTEM "{DTD_URL}">',
+        f'<coverage line-rate="{_rate(hit, found)}" branch-rate="0" lines-covered="{hit}" lines-valid="{found}" '
+        f'branches-covered="0" branches-valid="0" complexity="0" version={_VERSION} timestamp="{timestamp_ms}">',
+        "  <sources>",
+        "    <source>.</source>",
+        "  </sources>",
+        "  <packages>",
+    ]
     for package, names in sorted(packages.items()):
         package_found = sum(len(files[name]) for name in names)
-        package_hit = sum(1 for name in names for count in files[name].values() if count)
-        package_element = ElementTree.SubElement(
-            package_list,
-            "package",
-            {"name": package, "line-rate": _rate(package_hit, package_found), "branch-rate": "0", "complexity": "0"},
+        package_hit = sum(_hit(files[name]) for name in names)
+        out.append(
+            f'    <package name={quoteattr(package)} line-rate="{_rate(package_hit, package_found)}" '
+            'branch-rate="0" complexity="0">'
         )
-        classes = ElementTree.SubElement(package_element, "classes")
+        out.append("      <classes>")
         for name in names:
             lines = files[name]
-            class_hit = sum(1 for count in lines.values() if count)
-            class_element = ElementTree.SubElement(
-                classes,
-                "class",
-                {
-                    "name": name.rsplit("/", 1)[-1],
-                    "filename": name,
-                    "line-rate": _rate(class_hit, len(lines)),
-                    "branch-rate": "0",
-                    "complexity": "0",
-                },
+            out.append(
+                f"        <class name={quoteattr(name.rsplit('/', 1)[-1])} filename={quoteattr(name)} "
+                f'line-rate="{_rate(_hit(lines), len(lines))}" branch-rate="0" complexity="0">'
             )
-            ElementTree.SubElement(class_element, "methods")
-            line_list = ElementTree.SubElement(class_element, "lines")
-            for number, count in sorted(lines.items()):
-                attributes = {"number": str(number), "hits": str(count), "branch": "false"}
-                ElementTree.SubElement(line_list, "line", attributes)
-    ElementTree.indent(root)
-    body = ElementTree.tostring(root, encoding="unicode")
-    return f'<?xml version="1.0" ?>\n<!DOCTYPE coverage SYSTEM "{DTD_URL}">\n{body}\n'
+            out.append("          <methods/>")
+            out.append("          <lines>")
+            out.extend(map(_LINE.__mod__, sorted(lines.items())))
+            out.append("          </lines>")
+            out.append("        </class>")
+        out.append("      </classes>")
+        out.append("    </package>")
+    out.append("  </packages>")
+    out.append("</coverage>")
+    return "\n".join(out) + "\n"

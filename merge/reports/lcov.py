@@ -28,7 +28,7 @@ def lcov_report(profile: Profile, test: str | None = None) -> str:
     for file, lines in sorted(profile.line_counts().items()):
         out.append(f"TN:{name}")
         out.append(f"SF:{file}")
-        out.extend(f"DA:{line},{count}" for line, count in sorted(lines.items()))
+        out.extend(map("DA:%d,%d".__mod__, sorted(lines.items())))
         out.append(f"LF:{len(lines)}")
         out.append(f"LH:{sum(1 for count in lines.values() if count)}")
         out.append("end_of_record")
