@@ -486,3 +486,35 @@ def test_registration_is_retried_until_the_sink_comes_up(tmp_path):
         assert "auditcov-agent: coverage data sent to" in service.stderr
     finally:
         assert sink.stop() == 0
+
+
+def test_an_agent_on_a_unix_socket(tmp_path):
+    path = tmp_path / "agent.sock"
+    command = [*AUDITCOV, "cover", "run", "--agent", f"unix:{path}", "--source", str(SOURCE), "--"]
+    service = Service([*command, "python", "-m", "pyservice"], tmp_path, agent=False)
+    _wait_for(
+        lambda: f"auditcov-agent: listening on unix:{path}" in service.stderr,
+        "the agent",
+        service.process,
+        service.stderr_path,
+    )
+
+    def over_socket(method: str, target: str, body: bytes | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("localhost", timeout=10)
+        connection.sock = socket.socket(socket.AF_UNIX)
+        connection.sock.connect(str(path))
+        connection.request(method, target, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        try:
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    status, body = over_socket("GET", "/v1/health")
+    assert status == 200 and json.loads(body)["kind"] == "python"
+    assert over_socket("POST", "/v1/context", b'{"context": "test_square"}')[0] == 200
+    service.send(TESTS["test_square"])
+    status, data = over_socket("GET", "/v1/data")
+    assert status == 200 and data.startswith(b"SQLite format 3\x00")
+    assert service.stop() == 128 + signal.SIGTERM
+    assert not path.exists()  # the agent removes its socket at exit
