@@ -20,6 +20,7 @@ the service's lines.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import http.server
 import ipaddress
 import json
@@ -29,6 +30,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import stat
 import sys
 import tempfile
 import threading
@@ -97,7 +99,7 @@ class AgentConfig:
         )
 
 
-def parse_listen(listen: str, *, allow_remote: bool = False) -> tuple[str, str | int | tuple[str, int]]:
+def parse_listen(listen: str, *, allow_remote: bool = False) -> tuple[str, str | tuple[str, int]]:
     """`(family, address)` for a listen address: `("unix", path)` or `("inet"|"inet6", (host, port))`."""
     if listen.startswith("unix:"):
         path = listen[len("unix:") :]
@@ -242,6 +244,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(500, f"coverage.py failed: {exc}")
         except OSError as exc:
             self._error(500, f"the data file could not be read: {exc}")
+        except Exception as exc:  # the agent answers, whatever went wrong, and the host runs on
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     def _read_json(self) -> object:
         """The request's JSON body; answers the error and returns None when there is no usable one."""
@@ -314,7 +318,7 @@ class _AgentServer(socketserver.TCPServer):
         if not self.token:
             return True
         scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and given.strip() == self.token
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
 
     def url(self) -> str:
         if self.address_family == socket.AF_UNIX:
@@ -328,9 +332,8 @@ def start_server(config: AgentConfig, measurement: Measurement) -> _AgentServer 
     try:
         family, address = parse_listen(config.listen, allow_remote=config.allow_remote)
         token = read_token(config.agent_token_file, "AUDITCOV_AGENT_TOKEN_FILE")
-        if family == "unix":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(address)  # a socket left by an earlier run of the same service
+        if family == "unix" and os.path.exists(address) and stat.S_ISSOCK(os.stat(address).st_mode):
+            os.unlink(address)  # a socket left by an earlier run of the same service (never another file)
         server = _AgentServer(family, address, measurement, config.process, token)
     except (AgentError, OSError) as exc:
         log(f"not listening, the program runs without the agent: {exc}")
