@@ -16,8 +16,10 @@ $(VENV)/.test-extras: $(BIN)/auditcov
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
+# The sink; its banner shows what to give kube-apiserver from config/: policy.yaml and a kubeconfig made from
+# webhook.kubeconfig (config/kind.yaml, config/deploy/ and config/auditsink.yaml are for clusters; see README).
 run: $(BIN)/auditcov
-	$(BIN)/auditcov serve --db $(DB)
+	$(BIN)/auditcov serve --config config/sink.toml --db $(DB)
 
 test: lint test-deps
 	$(BIN)/python -m pytest -q
