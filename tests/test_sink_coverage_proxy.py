@@ -34,9 +34,7 @@ from auditcov.merge.events import format_time, now_us
 from auditcov.merge.store import open_store_readonly
 from auditcov.sink.app import SETTINGS
 from auditcov.sink.server import RunningSink, start_sink
-from auditcov.sink.settings import Settings
-
-pytestmark = pytest.mark.go
+from auditcov.sink.settings import ConfiguredAgent, Settings, SettingsError, load_settings
 
 JSON = {"Content-Type": "application/json"}
 #: Each test calls its own handlers.
@@ -159,6 +157,7 @@ def _agent_env(sink: RunningSink, run: str) -> dict[str, str]:
     return {"AUDITCOV_AGENT": "127.0.0.1:0", "AUDITCOV_SINK": sink.url, "AUDITCOV_RUN": run}
 
 
+@pytest.mark.go
 async def test_markers_give_each_test_exactly_its_lines(demo, alone, tmp_path):
     async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
         agent = await registered(sink, "r", "agentdemo")
@@ -180,6 +179,7 @@ async def test_markers_give_each_test_exactly_its_lines(demo, alone, tmp_path):
     assert _rows(sink, "SELECT COUNT(*), COUNT(missing) FROM cover_snapshots") == [(2 * len(TESTS), 0)]
 
 
+@pytest.mark.go
 async def test_events_in_blocking_mode_are_the_boundaries(demo, alone, tmp_path):
     """No markers: each test's first event opens it (snapshot before the answer), the next test's closes it."""
     async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
@@ -208,6 +208,7 @@ async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
+@pytest.mark.go
 async def test_an_agent_that_hangs_or_dies_leaves_its_tests_incomplete_and_ingestion_going(demo, alone, tmp_path):
     hung = await asyncio.start_server(_hang, "127.0.0.1", 0)
     hung_url = f"http://127.0.0.1:{hung.sockets[0].getsockname()[1]}"
@@ -270,6 +271,7 @@ def _function_lines(source: Path, name: str) -> set[int]:
     return set(range(start, end + 1))
 
 
+@pytest.mark.go
 async def test_a_kubernetes_coverage_build_is_a_profile_source_with_coarse_deltas(tmp_path):
     """`go test -c -covermode count` with a TestMain rewriting KUBE_COVERAGE_FILE every second, listed in the
     settings as a `profile` agent: each test's delta is its handler's lines, labelled coarse."""
@@ -324,6 +326,7 @@ async def _auditcov(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.go
 async def test_cover_profile_and_clear_through_a_real_sink(demo, tmp_path):
     test = "[sig-demo] sum adds"
     async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
@@ -371,3 +374,46 @@ async def test_bad_registrations_say_what_is_wrong(tmp_path, body, message):
         assert status == 400 and message in answer["error"]
         status, answer = await ask("DELETE", f"{sink.url}/v1/runs/r/agents/p")
         assert status == 404 and answer["error"] == "run 'r' has no coverage agent 'p'"
+
+
+@pytest.mark.go
+async def test_a_late_event_is_no_boundary_but_a_marker_is(demo, tmp_path):
+    """In batch mode events arrive seconds after the apiserver received them: their counters would stand for a
+    later moment than the event names, so only markers cut."""
+    async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
+        await registered(sink, "r", "agentdemo")
+        await audit_event(sink, "r", "late", str(uuid.uuid4()), "ResponseComplete", now_us() - 5_000_000)
+        assert _rows(sink, "SELECT COUNT(*) FROM cover_snapshots") == [(0,)]
+        await audit_event(sink, "r", "fresh", str(uuid.uuid4()), "RequestReceived", now_us())
+        await marker(sink, "r", "late", "end")
+        assert _rows(sink, "SELECT COUNT(*), COUNT(missing) FROM cover_snapshots") == [(2, 0)]
+        # A test first named by a marker is no boundary again at its first event.
+        await marker(sink, "r", "marked", "start")
+        await audit_event(sink, "r", "marked", str(uuid.uuid4()), "RequestReceived", now_us())
+        assert _rows(sink, "SELECT COUNT(*) FROM cover_snapshots") == [(3,)]
+        assert program.process.returncode is None
+
+
+def test_agents_in_the_config_file_are_checked(tmp_path):
+    config = tmp_path / "sink.toml"
+    config.write_text(
+        'default_run = "e2e"\nagent_timeout = 1\n'
+        'agents = [{process = "kube-apiserver", kind = "profile", address = "/tmp/k.cov"}]\n'
+    )
+    settings = load_settings(config, {})
+    assert settings.agent_timeout == 1.0
+    assert settings.agents == (ConfiguredAgent("e2e", "kube-apiserver", "profile", "/tmp/k.cov"),)
+    flag = load_settings(None, {"agents": '[{"run": "r", "process": "p", "kind": "go", "address": "unix:/s"}]'})
+    assert flag.agents == (ConfiguredAgent("r", "p", "go", "unix:/s"),)
+    for text, message in (
+        ('agents = [{process = "p", kind = "jvm", address = "x"}]', "agents entry 1: kind must be one of go"),
+        ('agents = [{process = "p", kind = "go"}]', "agents entry 1: address must be a non-empty string"),
+        ('agents = [{process = "p", kind = "go", address = "x", port = 1}]', "agents entry 1: unknown key 'port'"),
+        ('agents = "p"', "agents must be list, not str"),
+        ("agent_timeout = 0", "agent_timeout must be a number of seconds above 0"),
+    ):
+        config.write_text(text + "\n")
+        with pytest.raises(SettingsError, match=message):
+            load_settings(config, {})
+    with pytest.raises(SettingsError, match="agents must be a JSON list of agents"):
+        load_settings(None, {"agents": "[{"})

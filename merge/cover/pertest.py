@@ -182,8 +182,9 @@ class _Deltas:
         if "profile" in (before.kind, after.kind):
             result.coarse = True
         layout = self._layout(new.layout)
-        for i in changed:
-            result.profile.add(layout.block(i), layout.statements(i), after_counts[i] - before_counts[i])
+        statements = layout.columns[5]
+        for block, i in zip(layout.blocks(changed), changed, strict=True):
+            result.profile.add(block, statements[i], after_counts[i] - before_counts[i])
 
 
 def per_test_coverage(db: sqlite_utils.Database, run: str, *, test: str | None = None) -> list[PerTestCoverage]:
