@@ -5,6 +5,7 @@ set -euo pipefail
 NEEDED=(
   "genhtml lcov"           # tests/test_report_formats.py opens `report --format lcov` in genhtml
   "xmllint libxml2-utils"  # tests/test_report_formats.py validates `report --format cobertura` against its DTD
+  "chromium chromium"      # tests/test_report_page.py drives the HTML report in headless Chromium (playwright)
 )
 missing=()
 for entry in "${NEEDED[@]}"; do

@@ -11,6 +11,7 @@ Routes (see README.md):
     GET  /v1/runs, /v1/runs/{run}/..., /v1/diff  the query API (sink/queries.py; query token)
     GET  /openapi.json                the OpenAPI 3 document of every route (sink/apidoc.py)
     GET  /healthz, /readyz, /metrics  liveness, store writability, Prometheus metrics
+    GET  /                            the HTML report of a run (sink/reportpage.py; query token)
 
 Every error is answered as JSON `{"error": "..."}` saying what was wrong. When the sink is stopping, requests
 in progress finish (their bodies may still be arriving) while new ones get 503 and are retried by the sender.
@@ -131,6 +132,9 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    from auditcov.sink.reportpage import setup_report_page  # it reads this module's app keys: imported here
+
+    setup_report_page(app)
     settings = app[SETTINGS]
     checkpointer = Checkpointer(settings.db, synchronous=settings.synchronous)
     writer = app[WRITER]

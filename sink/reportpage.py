@@ -1,0 +1,93 @@
+"""The sink's report page: `GET /` serves the HTML report (merge/reports/html.py) of a run, read live from the store.
+
+`GET /?run=R` shows run R; without `run`, the run the store saw last. On an empty store the page says how to
+point a kube-apiserver at this sink (the banner `auditcov serve` prints).
+
+The query token. When one is set the page needs it too, but a browser opening an address cannot send an
+`Authorization` header. So the page takes it once in the address, `/?token=T`: the answer sets a cookie holding
+it (HttpOnly, SameSite=Strict, Secure over TLS) and redirects to the same address without the token, which thus
+stays out of the address bar and the history. Without a valid token the page answers 401 with a form asking for
+it. `Authorization: Bearer T` works as on every query route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from aiohttp import web
+
+from auditcov.merge.reports.html import empty_document, render_page, store_document
+from auditcov.merge.store import open_store_readonly
+from auditcov.sink.app import QUERY_TOKEN, SETTINGS
+
+TOKEN_COOKIE = "auditcov_query_token"
+_ASK = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>auditcov: token required</title></head>
+<body style="font: 15px system-ui, sans-serif; margin: 4em auto; max-width: 32em">
+<h1 style="font-size: 20px">This sink's report needs its query token</h1>
+<p>{problem}</p>
+<form method="get" action="/"><input type="password" name="token" autofocus aria-label="query token"
+ style="font: inherit; padding: 4px 8px; width: 20em"> <button type="submit">Open the report</button></form>
+</body></html>"""
+
+
+def setup_report_page(app: web.Application) -> None:
+    """Serve the report page at `/` (called by `init_app`)."""
+    app.router.add_get("/", report_page, name="report_page")
+
+
+def _given_token(request: web.Request) -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return given.strip()
+    return request.cookies.get(TOKEN_COOKIE)
+
+
+def _matches(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+async def report_page(request: web.Request) -> web.Response:
+    """GET /[?run=R]: the HTML report, or the token form, or the redirect that stores a token in a cookie."""
+    app = request.app
+    token = app[QUERY_TOKEN]
+    if token:
+        offered = request.query.get("token")
+        if offered is not None:
+            if not _matches(offered, token):
+                return _ask("That token is not the sink's query token.")
+            query = {key: value for key, value in request.query.items() if key != "token"}
+            response = web.HTTPSeeOther(request.rel_url.with_query(query))
+            response.set_cookie(TOKEN_COOKIE, offered, httponly=True, samesite="Strict", secure=request.secure)
+            raise response
+        if not _matches(_given_token(request), token):
+            return _ask("Give the token from the sink's query_token_file once; the browser keeps it for this sink.")
+    settings = app[SETTINGS]
+    run = request.query.get("run") or None
+    base_url = f"{request.scheme}://{request.host}"
+
+    def read() -> str:
+        db = open_store_readonly(settings.db)
+        try:
+            runs = [row[0] for row in db.conn.execute("SELECT name FROM runs ORDER BY created_us DESC, name")]
+            if not runs:
+                from auditcov.sink.server import banner  # server.py imports this module's app: import it late
+
+                return render_page(empty_document(banner(settings, base_url)), title="auditcov: no runs yet")
+            if run is not None and run not in runs:
+                raise web.HTTPNotFound(text=f"no run {run!r} in the store (it has: {', '.join(sorted(runs))})")
+            chosen = run or runs[0]
+            document = store_document(db, chosen)
+            document["live"] = {"runs": sorted(runs)}
+            return render_page(document, title=f"auditcov: {chosen}")
+        finally:
+            db.conn.close()
+
+    page = await asyncio.get_running_loop().run_in_executor(None, read)
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _ask(problem: str) -> web.Response:
+    return web.Response(status=401, text=_ASK.format(problem=problem), content_type="text/html",
+                        headers={"WWW-Authenticate": 'Bearer realm="auditcov"'})  # fmt: skip
