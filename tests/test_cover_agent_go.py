@@ -4,6 +4,9 @@ tests/goprograms/agentdemo, a small stdlib HTTP server, is built once with the a
 AUDITCOV_AGENT on loopback or a unix socket. What its /v1/meta and /v1/counters answer, written out as a
 GOCOVERDIR, is read by `go tool covdata textfmt`: that is the oracle for `decode_agent_coverage`. Registration is
 checked with real aiohttp servers on loopback (plain HTTP and TLS with trustme) that record what the agent sends.
+`cover build` itself: flags passed through (-coverpkg, a user's -overlay), a command of the module cache (modules
+served from a file:// GOPROXY folder into a GOMODCACHE of the test's own), its errors, and the agent source
+shipped in the wheel. Every build goes through the -toolexec wrapper: without it, none would succeed.
 """
 
 from __future__ import annotations
