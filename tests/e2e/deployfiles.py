@@ -19,13 +19,14 @@ def deploy_dry_run(plane: ControlPlane, work: Path) -> list[str]:
     """What `plane` finds wrong in `kubectl apply --dry-run=server -k config/deploy`, and in the same through an
     overlay written in `work`: kubectl's error, each warning, or a resource left out; [] when nothing.
 
-    A dry run creates nothing, so the namespace is created first, for real: otherwise every namespaced object
-    would be rejected for want of it.
+    A dry run creates nothing, so the namespace is created first, for real (otherwise every namespaced object
+    would be rejected for want of it), and deleted after: the run ends with the namespaces it began with.
     """
     resources = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    namespace = str(DEPLOY / "namespace.yaml")
     problems = []
     try:
-        plane.kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"))
+        plane.kubectl("apply", "-f", namespace)
         for kustomization in (DEPLOY, write_overlay(work)):
             done = plane.kubectl("apply", "--dry-run=server", "-k", str(kustomization))
             problems += [f"{kustomization}: {line}" for line in done.stderr.splitlines() if line.strip()]
@@ -34,6 +35,8 @@ def deploy_dry_run(plane: ControlPlane, work: Path) -> list[str]:
                 problems.append(f"{kustomization}: {len(resources)} resources, but kubectl said:\n{done.stdout}")
     except RuntimeError as exc:
         problems.append(str(exc))
+    finally:
+        plane.kubectl("delete", "-f", namespace, "--ignore-not-found", "--wait=false")
     return problems
 
 
