@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from auditcov.merge.decode import check_body, decode_event_list
 from auditcov.merge.errors import AuditcovError, NotFoundError
@@ -40,7 +40,7 @@ from auditcov.sink.checkpointer import Checkpointer
 from auditcov.sink.ingest import Ingestor, Matcher, check_run_name
 from auditcov.sink.metrics import CONTENT_TYPE, Metrics
 from auditcov.sink.settings import Settings, read_token
-from auditcov.sink.writer import Writer
+from auditcov.sink.writer import StoreUnavailableError, Writer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ INGEST_TYPES = frozenset(
 )
 MARKER_BODY_LIMIT = 64 * 1024
 READY_TIMEOUT_S = 5.0
+#: What a 503 for a store that cannot take writes asks the sender to wait, in seconds; /readyz says not ready for
+#: as long after such a failure (unless a batch commits first), then asks the store again.
+RETRY_AFTER_S = 5
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", Writer)
@@ -109,6 +112,7 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     db.conn.execute("PRAGMA cache_size = -262144")
     db.conn.execute("PRAGMA wal_autocheckpoint = 40000")
     db.conn.execute("PRAGMA temp_store = MEMORY")
+    db.conn.execute(f"PRAGMA busy_timeout = {round(settings.lock_timeout * 1000)}")
     app[WRITER] = Writer(db)
     app[INGESTOR] = Ingestor(db, keep_bodies=settings.keep_bodies, matcher=matcher)
     app[METRICS] = Metrics()
@@ -178,7 +182,8 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {key: value for key, value in exc.headers.items() if key in ("Allow", "WWW-Authenticate")}
+        kept = ("Allow", "WWW-Authenticate", "Connection", "Retry-After")
+        headers = {key: value for key, value in exc.headers.items() if key in kept}
         message = exc.text or exc.reason
         if isinstance(exc, web.HTTPMethodNotAllowed):
             message = f"{exc.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}"
@@ -187,6 +192,8 @@ async def error_middleware(
         return _error(404, str(exc))
     except AuditcovError as exc:
         return _error(400, str(exc))
+    except StoreUnavailableError as exc:
+        return _error(503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -213,12 +220,31 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             max_size=limit, actual_size=declared, text=f"the body is {declared} bytes; the limit is {limit}"
         )
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=limit, actual_size=len(body), text=f"the body exceeds the limit of {limit} bytes"
-            )
+    # A sender may be slow, but not silent: each chunk must come within body_timeout of the last one.
+    timeout = request.app[SETTINGS].body_timeout
+    content = request.content
+    try:
+        while chunk := await asyncio.wait_for(content.readany(), timeout):
+            body += chunk
+            if len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=limit, actual_size=len(body), text=f"the body exceeds the limit of {limit} bytes"
+                )
+    except TimeoutError:
+        log.info(
+            "cut %s %s from %s: no body byte for %s s (%d of %s bytes received)",
+            request.method, request.path, request.remote, timeout, len(body), declared or "unknown",
+        )  # fmt: skip
+        raise web.HTTPRequestTimeout(
+            text=f"no body byte arrived for {timeout} s ({len(body)} bytes received)", headers={"Connection": "close"}
+        ) from None
+    except (ConnectionError, ClientPayloadError) as exc:
+        # The client went away (or broke the body's framing): one line, no traceback; nobody reads the answer.
+        log.info(
+            "%s %s from %s ended before its body did (%d of %s bytes received): %s",
+            request.method, request.path, request.remote, len(body), declared or "unknown", exc or type(exc).__name__,
+        )  # fmt: skip
+        raise web.HTTPBadRequest(text=f"the body ended early: {exc}") from None
     return bytes(body)
 
 
@@ -334,17 +360,24 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive while the store writer runs: without it no batch is ever stored again, and only a restart helps."""
+    if not request.app[WRITER].alive:
+        return _error(503, "the store writer thread has stopped")
     return web.Response(text="ok\n")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store takes a write transaction (through the writer, as a batch would)."""
+    """Ready when the store takes a write transaction (through the writer, as a batch would) and no batch failed
+    for want of space or of the lock in the last RETRY_AFTER_S seconds (a transaction that writes nothing does not
+    need space)."""
     writer = request.app[WRITER]
     try:
         if not writer.alive:
             raise RuntimeError("the store writer is not running")
+        if writer.unavailable is not None and time.monotonic() - writer.unavailable_since < RETRY_AFTER_S:
+            raise writer.unavailable
         await asyncio.wait_for(writer.submit(lambda: None), READY_TIMEOUT_S)
-    except (TimeoutError, RuntimeError, sqlite3.Error) as exc:
+    except (TimeoutError, RuntimeError, sqlite3.Error, StoreUnavailableError) as exc:
         return _error(503, f"the store is not writable: {exc or type(exc).__name__}")
     return web.Response(text="ready\n")
 

@@ -44,7 +44,12 @@ async def sink_matcher(settings: Settings) -> Matcher | None:
     A cluster that does not answer yet also gives None: see `follow_cluster`. A kubeconfig that cannot be used
     is an error at once."""
     if not settings.openapi:
-        return await asyncio.to_thread(_stored, settings.db)
+        matcher = await asyncio.to_thread(_stored, settings.db)
+        if matcher is None:
+            log.info("no endpoint catalogue: events are stored unmapped (set openapi, or `auditcov remap` later)")
+        else:
+            _log_catalogue("the store's endpoint catalogue", matcher.catalogue)
+        return matcher
     version = cluster_version(settings.openapi)
     if version is None:
         # Reading and parsing a 4 MB spec takes a second: keep it off the event loop.
@@ -57,7 +62,12 @@ async def sink_matcher(settings: Settings) -> Matcher | None:
             log.warning("endpoint catalogue not available yet (%s); events are stored unmapped until it is", exc)
             return None
     await asyncio.to_thread(_save, settings.db, catalogue)
+    _log_catalogue("endpoint catalogue", catalogue)
     return Matcher(catalogue)
+
+
+def _log_catalogue(what: str, catalogue: Catalogue) -> None:
+    log.info("%s from %s: %d operations", what, catalogue.source, len(catalogue.endpoints))
 
 
 async def follow_cluster(settings: Settings, ingestor: Ingestor, writer: Writer) -> RemapResult:

@@ -21,6 +21,7 @@ from aiohttp import web
 from auditcov.merge.openapi.live import cluster_version
 from auditcov.sink.app import DRAIN, INGESTOR, WRITER, init_app
 from auditcov.sink.catalogue import follow_cluster, sink_matcher
+from auditcov.sink.connections import GuardedSite, guard_app
 from auditcov.sink.ingest import Matcher
 from auditcov.sink.operatorfiles import (
     ENDPOINTS_POLICY,
@@ -77,11 +78,16 @@ async def start_sink(settings: Settings, *, matcher: Matcher | None = None) -> R
     context = ssl_context(settings)
     if matcher is None:
         matcher = await sink_matcher(settings)
-    runner = web.AppRunner(init_app(settings, matcher=matcher), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    app = init_app(settings, matcher=matcher)
+    guard = guard_app(app, settings)
+    # aiohttp's keep-alive timeout is the idle timeout; the guard adds the header timeout and the limit.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, keepalive_timeout=settings.idle_timeout
+    )
     await runner.setup()
     host, port = settings.address()
     try:
-        await web.TCPSite(runner, host, port, ssl_context=context).start()
+        await GuardedSite(runner, guard, host, port, ssl_context=context).start()
     except OSError as exc:
         await runner.cleanup()
         raise SettingsError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
@@ -139,6 +145,8 @@ def _tune_interpreter() -> None:
 
 def serve(settings: Settings, *, out: Callable[[str], None] = print) -> None:
     """Run the sink until SIGTERM or SIGINT, then drain and return."""
+    # One line per event on stderr (the banner goes to stdout): stalled clients cut, store faults, the catalogue.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:
         sink = await start_sink(settings)

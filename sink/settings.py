@@ -53,6 +53,15 @@ class Settings:
         "", "map events to endpoints as they arrive: an OpenAPI spec file, a v3 folder, or auto (the cluster's)"
     )
     kubeconfig: str = _key("", "kubeconfig of the cluster whose spec `openapi = auto` fetches (default: kubectl's)")
+    lock_timeout: float = _key(
+        5.0, "seconds a batch waits for another process's write lock on the store before it is answered 503"
+    )
+    header_timeout: float = _key(10.0, "seconds a client has to send a request's headers once it starts (or connects)")
+    body_timeout: float = _key(30.0, "seconds a request body may go without a byte arriving before it is cut (408)")
+    idle_timeout: float = _key(120.0, "seconds a keep-alive connection may stay idle between requests")
+    max_connections: int = _key(
+        1000, "most connections open at once (less if the descriptor limit is lower); idle ones make way for new"
+    )
     agent_timeout: float = _key(
         0.2, "seconds each coverage agent has to answer at a test boundary; a later answer is a missing snapshot"
     )
@@ -73,6 +82,13 @@ class Settings:
             raise SettingsError("client_ca (mTLS) needs tls_cert and tls_key")
         if self.body_limit <= 0:
             raise SettingsError(f"body_limit must be a positive number of bytes, not {self.body_limit}")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be a number of seconds above 0, not {getattr(self, name)}")
+        if not self.lock_timeout >= 0:
+            raise SettingsError(f"lock_timeout must be a number of seconds, 0 or more, not {self.lock_timeout}")
+        if self.max_connections < 1:
+            raise SettingsError(f"max_connections must be at least 1, not {self.max_connections}")
         if not 0 < self.agent_timeout <= 60:
             raise SettingsError(
                 f"agent_timeout must be a number of seconds above 0 and at most 60, not {self.agent_timeout}"

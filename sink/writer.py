@@ -8,6 +8,12 @@ alone in its transaction needs no SAVEPOINT: the transaction is rolled back inst
 is delivered only after COMMIT returns, which is what lets the sink answer 2xx only for durable data.
 
 Nothing here runs on the event loop: a commit (an fsync with synchronous=FULL) never blocks it.
+
+A transaction that fails because the store cannot take writes now (the disk is full, another process holds the
+write lock past the busy timeout, an I/O error) fails its jobs with `StoreUnavailableError`, which the sink
+answers 503 with Retry-After; SQLite rolls the transaction back, so nothing of it is half written.
+`unavailable` says why until a transaction commits again. Any other failure, even one that would end the
+thread, fails the jobs of its group with that error and the thread goes on with the next group.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,6 +33,23 @@ import sqlite_utils
 T = TypeVar("T")
 _STOP = object()
 log = logging.getLogger(__name__)
+#: SQLite's primary result codes for a store that cannot take writes now but may again (disk full, locked by
+#: another process, I/O error, a read-only file): retry later.
+TRANSIENT_CODES = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY}
+)
+
+
+class StoreUnavailableError(Exception):
+    """The store cannot take writes now (see `TRANSIENT_CODES`); the message says why. Retry later."""
+
+
+def unavailable_error(exc: sqlite3.Error) -> StoreUnavailableError | None:
+    """The error to give callers when `exc` means the store cannot take writes now; None for other errors."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in TRANSIENT_CODES:
+        return None
+    return StoreUnavailableError(f"the store cannot take writes now ({getattr(exc, 'sqlite_errorname', code)}: {exc})")
 
 
 class Writer:
@@ -38,6 +62,8 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="auditcov-writer", daemon=True)
         self._closed = False
         self.transactions = 0  # committed so far: with group commit, fewer than the jobs
+        self.unavailable: StoreUnavailableError | None = None  # why the last transaction failed, until one commits
+        self.unavailable_since = 0.0  # time.monotonic() of that failure
 
     @property
     def alive(self) -> bool:
@@ -50,6 +76,8 @@ class Writer:
         """Run `job` in the next transaction; return its result once that transaction is committed."""
         if self._closed:
             raise RuntimeError("the store writer is closed")
+        if not self._thread.is_alive() and self._thread.ident is not None:
+            raise StoreUnavailableError("the store writer thread has stopped")
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put((job, future))
         return await asyncio.wrap_future(future)
@@ -77,7 +105,13 @@ class Writer:
                     stopping = True
                     break
                 group.append(queued)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except BaseException as exc:  # noqa: BLE001 (the thread must outlive any job; callers get the error)
+                log.error("store writer: a transaction failed unexpectedly: %s: %s", type(exc).__name__, exc)
+                if self.db.conn.in_transaction:
+                    self.db.conn.execute("ROLLBACK")
+                self._fail(group, exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}"))
 
     def _commit(self, group: list[tuple[Callable[[], object], concurrent.futures.Future]]) -> None:
         conn = self.db.conn
@@ -96,6 +130,8 @@ class Writer:
                 try:
                     result = job()
                 except Exception as exc:
+                    if isinstance(exc, sqlite3.Error) and unavailable_error(exc) is not None:
+                        raise  # the whole transaction is lost (SQLite may have rolled it back already)
                     if isolate:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
@@ -110,12 +146,28 @@ class Writer:
                 conn.execute("COMMIT")
                 self.transactions += 1
         except sqlite3.Error as exc:
-            log.exception("store transaction failed")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
+            unavailable = unavailable_error(exc)
+            if unavailable is None:
+                log.error("store transaction failed: %s: %s", type(exc).__name__, exc)
+            else:
+                if self.unavailable is None:
+                    log.warning("%s; batches are answered 503 until it can", unavailable)
+                self.unavailable, self.unavailable_since = unavailable, time.monotonic()
+            self._fail(group, unavailable or exc)
             return
+        if self.unavailable is not None:
+            log.warning("the store takes writes again")
+            self.unavailable = None
         for future, result in done:
             future.set_result(result)
+
+    @staticmethod
+    def _fail(group: list[tuple[Callable[[], object], concurrent.futures.Future]], exc: Exception) -> None:
+        """Give `exc` to every job of `group` that has no outcome yet (none of them is committed)."""
+        for _, future in group:
+            if future.done():
+                continue
+            if future.running() or future.set_running_or_notify_cancel():
+                future.set_exception(exc)
