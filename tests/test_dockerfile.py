@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from auditcov.sink.cli import cli
+from auditcov.sink.operatorfiles import ENDPOINTS_POLICY, HTTP_KUBECONFIG, MTLS_KUBECONFIG, PLACES, POLICY
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+#: Where the image keeps its settings file and the operator's files.
+IMAGE_CONFIG = "/etc/auditcov"
 
 
 def test_hadolint_passes():
@@ -78,3 +81,14 @@ def test_copied_paths_exist():
             *sources, _destination = line.split()[1:]
             for source in sources:
                 assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+
+
+def test_image_holds_the_files_the_banner_shows():
+    copied = {
+        Path(source).name
+        for line in _instructions()
+        if line.startswith("COPY ") and line.split()[-1] == f"{IMAGE_CONFIG}/"
+        for source in line.split()[1:-1]
+    }
+    assert Path(IMAGE_CONFIG) in PLACES
+    assert {POLICY, ENDPOINTS_POLICY, HTTP_KUBECONFIG, MTLS_KUBECONFIG, "sink.toml"} <= copied
