@@ -1,10 +1,11 @@
 """The APISnoop format: a drop-in for APISnoop's `resources/coverage/<release>.json`, by APISnoop's own rules
 (snoopdb's `audit_event`, the `endpoint_coverage` and `audit_event_test` views, `generate_latest_coverage_json`),
 where auditcov's other reports choose differently:
-- an event's test is the agent's text after `--` for an `e2e.test` client (`""` when there is none), and no test
-  (null) for any other client; an endpoint is `tested` when any e2e.test agent hit it, with a test name or
-  without one, and `conf_tested` when an agent containing `[Conformance]` hit it; any response status counts
-  (unless the caller asks for successful hits only, which APISnoop does not do);
+- an event's test is the agent's text after ` -- ` for an `e2e.test` client (`""` when there is none; APISnoop
+  cuts at `--`, the same for test names without `--`), and no test (null) for any other client; an endpoint is
+  `tested` when any e2e.test agent hit it, with a test name or without one, and `conf_tested` when an agent
+  containing `[Conformance]` hit it; any response status counts (unless the caller asks for successful hits
+  only, which APISnoop does not do);
 - `tests` is the distinct tests of every event that hit the endpoint, null included (other clients), and `[null]`
   for an endpoint nothing hit; only direct hits count (what controllers do for a test is null);
 - the level is APISnoop's, from the path (`alpha` or `beta` in it; two service-account issuer endpoints are beta
