@@ -123,12 +123,17 @@ async def _answer(request: web.Request, read: Callable[[sqlite_utils.Database], 
     return _json(await request.app[QUERIES].run(read))  # NotFoundError: 404 (error_middleware)
 
 
-async def _run_answer(request: web.Request, answer: Callable[[queries.RunData], dict]) -> web.Response:
-    """Answer from the run in the path's cached `RunData`."""
+async def _run_answer(request: web.Request, key: tuple, answer: Callable[[queries.RunData], dict]) -> web.Response:
+    """Answer from the run in the path's cached `RunData`; the answer itself is kept with it under `key`."""
     run = request.match_info["run"]
     successful_only = bool(_flag(request, "successful_only"))
     cache = request.app[QUERIES].cache
-    return await _answer(request, lambda db: answer(cache.get(db, run, successful_only=successful_only)))
+
+    def read(db: sqlite_utils.Database) -> dict:
+        data = cache.get(db, run, successful_only=successful_only)
+        return data.remember(key, lambda: answer(data))
+
+    return await _answer(request, read)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -145,19 +150,22 @@ async def list_runs(request: web.Request) -> web.Response:
 async def list_tests(request: web.Request) -> web.Response:
     conformance = _flag(request, "conformance")
     sig, q = request.query.get("sig") or None, request.query.get("q") or None
-    return await _run_answer(request, lambda data: queries.tests(data, conformance=conformance, sig=sig, q=q))
+    key = ("tests", conformance, sig, q)
+    return await _run_answer(request, key, lambda data: queries.tests(data, conformance=conformance, sig=sig, q=q))
 
 
 @_query_route
 async def one_test(request: web.Request) -> web.Response:
     test = request.match_info["test"]
-    return await _run_answer(request, lambda data: queries.test_detail(data, test))
+    return await _run_answer(request, ("test", test), lambda data: queries.test_detail(data, test))
 
 
 @_query_route
 async def one_endpoint(request: web.Request) -> web.Response:
     operation_id = request.match_info["operationId"]
-    return await _run_answer(request, lambda data: queries.endpoint_detail(data, operation_id))
+    return await _run_answer(
+        request, ("endpoint", operation_id), lambda data: queries.endpoint_detail(data, operation_id)
+    )
 
 
 @_query_route
@@ -169,24 +177,29 @@ async def code_of_file(request: web.Request) -> web.Response:
         if not line_text.isdigit() or int(line_text) < 1:
             raise web.HTTPBadRequest(text=f"line must be a line number (1 or more), not {line_text[:32]!r}")
         line = int(line_text)
-    return await _run_answer(request, lambda data: queries.code(data, file, line))
+    return await _run_answer(request, ("code", file, line), lambda data: queries.code(data, file, line))
 
 
 @_query_route
 async def run_summary(request: web.Request) -> web.Response:
-    return await _run_answer(request, queries.summary)
+    return await _run_answer(request, ("summary",), queries.summary)
 
 
 @_query_route
 async def run_untested(request: web.Request) -> web.Response:
-    return await _run_answer(request, queries.untested)
+    return await _run_answer(request, ("untested",), queries.untested)
 
 
 @_query_route
 async def diff(request: web.Request) -> web.Response:
     base, head = _required(request, "base"), _required(request, "head")
     cache = request.app[QUERIES].cache
-    return await _answer(request, lambda db: diff_runs(cache.get(db, base), cache.get(db, head)))
+
+    def read(db: sqlite_utils.Database) -> dict:
+        old, new = cache.get(db, base), cache.get(db, head)
+        return new.remember(("diff", base, old.generation), lambda: diff_runs(old, new))
+
+    return await _answer(request, read)
 
 
 _DOCUMENT = orjson.dumps(api_document())

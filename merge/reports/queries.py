@@ -12,6 +12,7 @@ test's own e2e.test client (APISnoop's rule); `hits` are `endpointcov.Hits.to_js
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,9 +40,25 @@ class RunData:
     lines: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # test -> file -> lines
     by_file: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # file -> test -> its lines there
     states: dict[str, EndpointState] = field(default_factory=dict)  # operationId -> endpoint
+    #: Which build this is: answers computed from it are remembered under it (`remember`).
+    generation: int = field(default_factory=lambda: next(_GENERATIONS))
+    _answers: dict[tuple, dict] = field(default_factory=dict)
 
     def test_names(self) -> set[str]:
         return set(self.coverage.tests) | set(self.by_test) | set(self.code)
+
+    def remember(self, key: tuple, compute: Callable[[], dict]) -> dict:
+        """The answer `compute()` gives, computed once per key for this build (a few thousand kept)."""
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            answer = self._answers[key] = compute()
+        return answer
+
+
+_GENERATIONS = itertools.count(1)
+_ANSWERS_KEPT = 4096
 
 
 def load_run_data(db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> RunData:
