@@ -118,7 +118,7 @@ def check_item(item: RawItem) -> AuditEvent | Malformed:
 
 class _RawObject(msgspec.Struct):
     kind: object = None
-    apiVersion: object = None  # noqa: N815 (the wire name)
+    apiVersion: object = None  # the wire name
     items: msgspec.Raw = msgspec.Raw(b"null")
 
 

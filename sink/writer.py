@@ -107,7 +107,7 @@ class Writer:
                 group.append(queued)
             try:
                 self._commit(group)
-            except BaseException as exc:  # noqa: BLE001 (the thread must outlive any job; callers get the error)
+            except BaseException as exc:  # the thread must outlive any job; its callers get the error
                 log.error("store writer: a transaction failed unexpectedly: %s: %s", type(exc).__name__, exc)
                 if self.db.conn.in_transaction:
                     self.db.conn.execute("ROLLBACK")
