@@ -1,7 +1,9 @@
 """The sink's report page: `GET /` serves the HTML report (merge/reports/html.py) of a run, read live from the store.
 
-`GET /?run=R` shows run R; without `run`, the run the store saw last. On an empty store the page says how to
-point a kube-apiserver at this sink (the banner `auditcov serve` prints).
+`GET /?run=R[&base=B]` shows run R (with its diff against run B); without `run`, the run the store saw last.
+The page is read on the query API's thread, connection and per-run cache (sink/queries.py), so a reload
+rebuilds nothing unless the run changed. On an empty store the page says how to point a kube-apiserver at this
+sink (the banner `auditcov serve` prints).
 
 The query token. When one is set the page needs it too, but a browser opening an address cannot send an
 `Authorization` header. So the page takes it once in the address, `/?token=T`: the answer sets a cookie holding
@@ -12,14 +14,14 @@ it. `Authorization: Bearer T` works as on every query route.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 
+import sqlite_utils
 from aiohttp import web
 
 from auditcov.merge.reports.html import empty_document, render_page, store_document
-from auditcov.merge.store import open_store_readonly
 from auditcov.sink.app import QUERY_TOKEN, SETTINGS
+from auditcov.sink.queries import QUERIES
 
 TOKEN_COOKIE = "auditcov_query_token"
 _ASK = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
@@ -64,27 +66,22 @@ async def report_page(request: web.Request) -> web.Response:
         if not _matches(_given_token(request), token):
             return _ask("Give the token from the sink's query_token_file once; the browser keeps it for this sink.")
     settings = app[SETTINGS]
-    run = request.query.get("run") or None
+    reader = app[QUERIES]
+    run, base = request.query.get("run") or None, request.query.get("base") or None
     base_url = f"{request.scheme}://{request.host}"
 
-    def read() -> str:
-        db = open_store_readonly(settings.db)
-        try:
-            runs = [row[0] for row in db.conn.execute("SELECT name FROM runs ORDER BY created_us DESC, name")]
-            if not runs:
-                from auditcov.sink.server import banner  # server.py imports this module's app: import it late
+    def read(db: sqlite_utils.Database) -> str:
+        runs = [row[0] for row in db.conn.execute("SELECT name FROM runs ORDER BY created_us DESC, name")]
+        if not runs:
+            from auditcov.sink.server import banner  # server.py imports this module's app: import it late
 
-                return render_page(empty_document(banner(settings, base_url)), title="auditcov: no runs yet")
-            if run is not None and run not in runs:
-                raise web.HTTPNotFound(text=f"no run {run!r} in the store (it has: {', '.join(sorted(runs))})")
-            chosen = run or runs[0]
-            document = store_document(db, chosen)
-            document["live"] = {"runs": sorted(runs)}
-            return render_page(document, title=f"auditcov: {chosen}")
-        finally:
-            db.conn.close()
+            return render_page(empty_document(banner(settings, base_url)), title="auditcov: no runs yet")
+        chosen = run or runs[0]
+        document = store_document(db, chosen, base=base, load=reader.cache.get)
+        document["live"] = {"runs": sorted(runs)}
+        return render_page(document, title=f"auditcov: {chosen}")
 
-    page = await asyncio.get_running_loop().run_in_executor(None, read)
+    page = await reader.run(read)
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 

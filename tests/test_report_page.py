@@ -35,31 +35,37 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 RUN = "e2e-1.36.0"
+#: An earlier run of the same suite, to compare with: fewer tests, and each test's code measured on half its events.
+BASE = "e2e-base"
 #: A test name that is also markup: the page must show it as text.
 ODD_TEST = "[sig-testing] names are text, not markup: </script><b>bold</b> & <!-- [Conformance]"
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    """A store of real replayed events (60 tests) with each test's real code coverage."""
+    """A store of real replayed events (60 tests) with each test's real code coverage, and a base run to compare
+    with (stored first, so the sink's page shows the other by default)."""
     tmp = tmp_path_factory.mktemp("report-store")
     events, own = run_events(60, RUN)
     odd = dict(events[-1], auditID="odd-1", userAgent=f"{E2E_AGENT} -- {ODD_TEST}", requestURI="/api/v1/nodes")
     events.append(odd)
     own[ODD_TEST] = [odd]
+    base_own = {test: items[: max(1, len(items) // 2)] for test, items in list(own.items())[:45]}
     db = tmp / "store.db"
     sink = Sink(db, "--openapi", str(SPEC))
     try:
-        for start in range(0, len(events), 400):
-            request = urllib.request.Request(
-                f"{sink.url}/v1/audit/{RUN}",
-                event_list(events[start : start + 400]),
-                {"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                assert answer.status == 200
+        for run, items in ((BASE, [item for test in base_own for item in own[test]]), (RUN, events)):
+            for start in range(0, len(items), 400):
+                body = event_list(items[start : start + 400])
+                request = urllib.request.Request(
+                    f"{sink.url}/v1/audit/{run}", body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    assert answer.status == 200
     finally:
         assert sink.stop() == 0
+    (tmp / "base").mkdir()
+    import_code(db, BASE, measure_code(tmp / "base", base_own))
     import_code(db, RUN, measure_code(tmp, own))
     return db
 
@@ -296,7 +302,7 @@ def test_unknown_run_is_a_404_naming_the_runs(store):
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{sink.url}/?run=nope", timeout=30)
         assert missing.value.code == 404
-        assert orjson.loads(missing.value.read()) == {"error": f"no run 'nope' in the store (it has: {RUN})"}
+        assert orjson.loads(missing.value.read()) == {"error": "no run 'nope' in the store"}
     finally:
         assert sink.stop() == 0
 
@@ -322,3 +328,47 @@ def test_the_document_holds_each_tests_lines_exactly(store, report):
             got[document["files"][file]] = lines
         expected = {f: {n for a, b in spans for n in range(a, b + 1)} for f, spans in entry["code"]["files"].items()}
         assert got == expected, entry["test"]
+
+
+def test_the_diff_against_another_run_shows_what_changed(store, watched):
+    sink = Sink(store)
+    try:
+        with urllib.request.urlopen(f"{sink.url}/v1/diff?base={BASE}&head={RUN}", timeout=30) as answer:
+            diff = orjson.loads(answer.read())
+        assert diff["endpoints"]["gained"] and diff["tests"]["changed"]
+        watched.open(f"{sink.url}/?run={RUN}&base={BASE}")
+        page = watched.page
+        watched.go("#tabs a[href='#diff']")
+        gained = page.eval_on_selector_all("#diff-endpoints-gained li", "items => items.map(i => i.textContent)")
+        assert gained == diff["endpoints"]["gained"]
+        assert page.locator("table.diff-tests tbody tr").count() == len(diff["tests"]["changed"])
+        # A test whose code ran more lines: its row opens to the files and the lines gained.
+        index, changed = next(
+            (i, r) for i, r in enumerate(diff["tests"]["changed"]) if r["lines"] and r["lines"]["gained"]
+        )
+        row = page.locator("table.diff-tests tbody tr").nth(index)
+        row.locator("details summary").click()
+        assert row.locator(".diff-file .gained").first.is_visible()
+        assert row.locator(".diff-file").count() == len(changed["lines"]["files"])
+        watched.screenshot("report-diff")
+        # The page chooses another comparison itself.
+        assert page.eval_on_selector("#base-select", "select => select.value") == BASE
+        page.select_option("#base-select", "")
+        page.wait_for_selector("#view[data-ready]")
+        assert page.locator("#tabs a[href='#diff']").count() == 0
+    finally:
+        assert sink.stop() == 0
+
+
+def test_report_format_html_with_a_diff_base(store, tmp_path, watched):
+    html = tmp_path / "report.html"
+    command = ["report", "--db", str(store), "--run", RUN, "--format", "html", "--diff-base", BASE, "-o", str(html)]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    watched.open(html.as_uri())
+    watched.go("#tabs a[href='#diff']")
+    assert f"{RUN} compared with {BASE}" in watched.page.inner_text("#view h2")
+    result = CliRunner().invoke(
+        cli, ["report", "--db", str(store), "--run", RUN, "--format", "json", "--diff-base", BASE]
+    )
+    assert result.exit_code == 1 and "--diff-base applies to html only, not to json" in result.output

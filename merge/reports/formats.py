@@ -41,6 +41,7 @@ class ReportOptions:
     previous: frozenset[str] | None = None  # apisnoop: the previous release's operationIds
     conformance: dict[str, ConformanceTest] | None = None  # apisnoop: conformance.yaml (default: shipped)
     timestamp_ms: int | None = None  # cobertura: the report's time (default: report_time_ms())
+    diff_base: str | None = None  # html: the run of the same store to compare with
 
 
 def report_time_ms() -> int:
@@ -64,10 +65,12 @@ def render_report(db: sqlite_utils.Database, run: str, output_format: str, optio
             return lcov_report(profile, options.test).encode()
         stamp = options.timestamp_ms if options.timestamp_ms is not None else report_time_ms()
         return cobertura_report(profile, stamp).encode()
+    if options.diff_base is not None and output_format != "html":
+        raise AuditcovError(f"--diff-base applies to html only, not to {output_format}")
     if output_format == "html":
         from auditcov.merge.reports.html import html_report
 
-        return html_report(db, run).encode()
+        return html_report(db, run, base=options.diff_base).encode()
     coverage = endpoint_coverage(db, run, successful_only=options.successful_only)
     if output_format == "junit":
         return junit_report(coverage).encode()

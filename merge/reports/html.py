@@ -8,16 +8,20 @@ The document is compact, for a million events over 400 tests with code coverage 
 - `endpoints`: `[operationId, method, path, level, group, kind, flags]` (flags: `ELIGIBLE`, `PENDING`), the
   current (not deprecated) endpoints only, as every report counts them; everything else refers to an endpoint
   by its index here;
-- `tests`: `[name, conformance]`; `hits`: one flat list of `test, endpoint, how` triples (how: `HOW` bits);
+- `tests`: `[name, conformance]`; `hits`: one flat list of `test, endpoint, how, ok, hits, successful`
+  sextuples (`how`: the `HOW` bits of the ways the test hit the endpoint; `ok`: those of them with a successful
+  hit; `hits`, `successful`: how many events, and how many answered 1xx-3xx); `endpoint_hits`: per endpoint
+  index, every event that hit it, `[hits, first, last, {status class: hits}]`;
 - `files`: file names, interned; `code`: per test index, `{"lines": [[file, start, length, gap, length, ...]],
   "window", "problems", "shared_with", "first_hit_only"}`: each file's covered lines as runs, every number
   after the file relative to the end of the run before it, so that numbers stay small;
-- `diff` (when asked for): the base run and what changed, by endpoint index and test name.
+- `diff` (when asked for): `diff.diff_runs` of the base run and this one, as the query API answers it.
 `FORMAT_VERSION` changes whenever a field changes meaning or goes away.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from importlib.resources import files
 
 import orjson
@@ -28,7 +32,9 @@ from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.openapi.catalogue import group_label
 from auditcov.merge.reports.coverjson import line_ranges
-from auditcov.merge.reports.endpointcov import E2E_CLIENT, EndpointCoverage, endpoint_coverage
+from auditcov.merge.reports.diff import diff_runs
+from auditcov.merge.reports.endpointcov import EndpointCoverage, Hits, merged_hits
+from auditcov.merge.reports.queries import RunData, load_run_data
 
 FORMAT_VERSION = 1
 
@@ -42,15 +48,16 @@ _PAGE = files("auditcov.merge.reports") / "page"
 def page_document(
     run: str,
     coverage: EndpointCoverage | None,
-    code: list[PerTestCoverage],
+    code: Iterable[PerTestCoverage],
     *,
     problem: str | None = None,
     diff: dict | None = None,
 ) -> dict:
     """The page's data (see the module docstring). `coverage` is None when the store has no catalogue yet;
-    `problem` then says why the endpoints are missing."""
+    `problem` then says why the endpoints are missing. `diff` is `diff.diff_runs` of another run and this one."""
     document: dict = {"format_version": FORMAT_VERSION, "run": run, "generated": format_time(now_us())}
     tests: dict[str, int] = {}
+    document["tests"] = []
 
     def test_index(name: str, conformance: bool) -> int:
         if name not in tests:
@@ -58,40 +65,10 @@ def page_document(
             document["tests"].append([name, int(conformance)])
         return tests[name]
 
-    document["tests"] = []
-    hits: list[int] = []
-    if coverage is not None:
-        current = [state for state in coverage.endpoints if not state.endpoint.deprecated]
-        document["catalogue"] = coverage.catalogue_source
-        document["endpoints"] = [
-            [e.operation_id, e.method, e.path, e.level, group_label(e.group), e.kind or "(no kind)",
-             (ELIGIBLE if s.eligible else 0) | (PENDING if s.pending else 0)]
-            for s in current for e in (s.endpoint,)
-        ]  # fmt: skip
-        index = {state.endpoint.operation_id: i for i, state in enumerate(current)}
-        for name in sorted(coverage.tests):
-            test_index(name, coverage.tests[name])
-        how: dict[tuple[int, int], int] = {}
-        for bit, direct in ((HOW["e2e"], coverage.direct), (HOW["other"], coverage.direct_other)):
-            for operation_id, names in direct.items():
-                if operation_id in index:
-                    for name in names:
-                        key = (tests[name], index[operation_id])
-                        how[key] = how.get(key, 0) | bit
-        for operation_id, by_test in coverage.indirect.items():
-            if operation_id in index:
-                for name, ways in by_test.items():
-                    key = (tests[name], index[operation_id])
-                    how[key] = how.get(key, 0) | sum(HOW[way] for way in ways)
-        for (test, endpoint), bits in sorted(how.items()):
-            hits += (test, endpoint, bits)
-        document["unmatched"] = dict(coverage.unmatched.most_common())
-        document["unmapped"] = coverage.unmapped
-        document["e2e_client"] = E2E_CLIENT
+    if coverage is None:
+        document.update(endpoints=[], hits=[], problem=problem)
     else:
-        document["endpoints"] = []
-        document["problem"] = problem
-    document["hits"] = hits
+        _add_endpoints(document, coverage, test_index)
     file_index: dict[str, int] = {}
     document["files"] = []
     document["code"] = {}
@@ -114,6 +91,56 @@ def page_document(
     if diff is not None:
         document["diff"] = diff
     return document
+
+
+def _add_endpoints(document: dict, coverage: EndpointCoverage, test_index: Callable[[str, bool], int]) -> None:
+    """`endpoints`, `endpoint_hits`, `hits` (see the module docstring), `unmatched` and `unmapped`."""
+    current = [state for state in coverage.endpoints if not state.endpoint.deprecated]
+    document["catalogue"] = coverage.catalogue_source
+    document["endpoints"] = [
+        [e.operation_id, e.method, e.path, e.level, group_label(e.group), e.kind or "(no kind)",
+         (ELIGIBLE if s.eligible else 0) | (PENDING if s.pending else 0)]
+        for s in current for e in (s.endpoint,)
+    ]  # fmt: skip
+    index = {state.endpoint.operation_id: i for i, state in enumerate(current)}
+    document["endpoint_hits"] = {
+        str(i): _hits_json(coverage.hits_of(operation_id))
+        for operation_id, i in index.items()
+        if coverage.hits_of(operation_id).count
+    }
+    for name in sorted(coverage.tests):
+        test_index(name, coverage.tests[name])
+    how: dict[tuple[int, int], int] = {}
+    for bit, direct in ((HOW["e2e"], coverage.direct), (HOW["other"], coverage.direct_other)):
+        for operation_id, names in direct.items():
+            for name in names:
+                if operation_id in index:
+                    key = (test_index(name, False), index[operation_id])
+                    how[key] = how.get(key, 0) | bit
+    for operation_id, by_test in coverage.indirect.items():
+        for name, ways in by_test.items():
+            if operation_id in index:
+                key = (test_index(name, False), index[operation_id])
+                how[key] = how.get(key, 0) | sum(HOW[way] for way in ways)
+    names = [name for name, _ in document["tests"]]
+    hits: list[int] = []
+    for (test, endpoint), bits in sorted(how.items()):
+        ways = coverage.test_hits(names[test]).get(current[endpoint].endpoint.operation_id, {})
+        total = merged_hits(ways.values())
+        # The ways with a successful hit, for the page's "successful hits only".
+        ok = sum(HOW[way] for way, item in ways.items() if way != "direct" and item.successful)
+        if ways.get("direct") is not None and ways["direct"].successful:
+            ok |= bits & (HOW["e2e"] | HOW["other"])
+        hits += (test, endpoint, bits, ok, total.count, total.successful)
+    document["hits"] = hits
+    document["unmatched"] = dict(coverage.unmatched.most_common())
+    document["unmapped"] = coverage.unmapped
+
+
+def _hits_json(hits: Hits) -> list:
+    """`[hits, first, last, {status class: hits}]` (times in RFC 3339)."""
+    json = hits.to_json()
+    return [json["hits"], json["first"], json["last"], json["status"]]
 
 
 def _runs(ranges: list[list[int]]) -> list[int]:
@@ -154,15 +181,28 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def store_document(db: sqlite_utils.Database, run: str) -> dict:
-    """The page's data for `run` of the store."""
+def store_document(
+    db: sqlite_utils.Database,
+    run: str,
+    *,
+    base: str | None = None,
+    load: Callable[[sqlite_utils.Database, str], RunData] = load_run_data,
+) -> dict:
+    """The page's data for `run` of the store, with the diff against run `base` when given; `load` reads a run
+    (the sink passes its query cache's)."""
     try:
-        coverage, problem = endpoint_coverage(db, run), None
-    except StoreError as exc:
-        coverage, problem = None, str(exc)
-    return page_document(run, coverage, per_test_coverage(db, run), problem=problem)
+        data = load(db, run)
+    except StoreError as exc:  # no catalogue yet: the page still shows the tests' code
+        return page_document(run, None, per_test_coverage(db, run), problem=str(exc))
+    return run_data_document(data, base=None if base is None else load(db, base))
 
 
-def html_report(db: sqlite_utils.Database, run: str) -> str:
-    """The HTML report of `run` (the `--format html` output)."""
-    return render_page(store_document(db, run), title=f"auditcov: {run}")
+def run_data_document(data: RunData, *, base: RunData | None = None) -> dict:
+    """The page's data for one run's `RunData` (the sink's query cache holds them), with the diff against `base`."""
+    diff = None if base is None else diff_runs(base, data)
+    return page_document(data.run, data.coverage, data.code.values(), diff=diff)
+
+
+def html_report(db: sqlite_utils.Database, run: str, *, base: str | None = None) -> str:
+    """The HTML report of `run`, with the diff against run `base` when given (the `--format html` output)."""
+    return render_page(store_document(db, run, base=base), title=f"auditcov: {run}")

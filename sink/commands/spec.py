@@ -166,6 +166,7 @@ def remap_command(
     help="apisnoop: the previous release's spec (a SOURCE), to count new eligible endpoints.",
 )
 @click.option("--conformance", "conformance_file", type=_FILE, help="apisnoop: conformance.yaml (default: shipped).")
+@click.option("--diff-base", default=None, metavar="RUN", help="html: compare with this run of the store (Diff tab).")
 def report_command(
     db_path: str,
     run: str | None,
@@ -178,6 +179,7 @@ def report_command(
     release: str | None,
     previous_source: str | None,
     conformance_file: Path | None,
+    diff_base: str | None,
 ) -> None:
     """Report a run's endpoint coverage (which endpoints its tests hit, and which they did not), or its code
     coverage (lcov, cobertura).
@@ -204,6 +206,7 @@ def report_command(
                 release=release,
                 previous=None if previous_source is None else frozenset(load_source(previous_source).endpoints),
                 conformance=load_conformance_tests(conformance_file),
+                diff_base=diff_base,
             )
             data = render_report(db, run, output_format, options)
     finally:

@@ -10,7 +10,7 @@
                      [HOW.window, "window"]];
   const LEVELS = ["stable", "beta", "alpha"];
   const STATUS_NAMES = { conf: "conformance-tested", tested: "tested", untested: "untested" };
-  const filters = { eligibleOnly: false, conformanceOnly: false, indirect: true };
+  const filters = { eligibleOnly: false, conformanceOnly: false, indirect: true, successOnly: false, ownLines: true };
 
   // ---- small DOM helpers: text always goes in as text, never as markup ----
   function el(tag, attrs, ...children) {
@@ -41,17 +41,19 @@
   // ---- the model, decoded once ----
   const endpoints = (DATA.endpoints || []).map(([id, method, path, level, group, kind, flags], index) => (
     { index, id, method, path, level, group, kind, eligible: !!(flags & ELIGIBLE), pending: !!(flags & PENDING),
-      hits: [] }));
+      hits: [], all: (DATA.endpoint_hits || {})[index] || null }));
   const tests = (DATA.tests || []).map(([name, conformance], index) => (
     { index, name, conformance: !!conformance, hits: [], code: (DATA.code || {})[index] || null }));
   const hits = DATA.hits || [];
-  for (let i = 0; i < hits.length; i += 3) {
-    const [t, e, how] = [hits[i], hits[i + 1], hits[i + 2]];
-    endpoints[e].hits.push([t, how]);
-    tests[t].hits.push([e, how]);
+  // Per test and endpoint: how it hit it, the ways with a successful hit, how many events, how many successful.
+  for (let i = 0; i < hits.length; i += 6) {
+    const [t, e, how, ok, count, successful] = hits.slice(i, i + 6);
+    endpoints[e].hits.push([t, how, ok, count, successful]);
+    tests[t].hits.push([e, how, ok, count, successful]);
   }
   const files = DATA.files || [];
   const testByName = new Map(tests.map((test) => [test.name, test]));
+  const endpointById = new Map(endpoints.map((endpoint) => [endpoint.id, endpoint]));
   // Code that ran between tests (the Python agent's empty context) is kept under the test named "".
   const testName = (test) => test.name || "(outside any test)";
   const testLink = (test, cls) => link(testName(test), "test/" + test.index, cls);
@@ -93,14 +95,22 @@
     return totalLines;
   }
   const spans = (runs) => runs.map(([a, b]) => (a === b ? String(a) : a + "–" + b)).join(", ");
+  function hitsText(count, successful) {
+    if (count === successful) return fmt(count);
+    if (!successful) return el("span", { class: "badge warn", title: "every hit was answered 4xx/5xx or had no status" },
+      fmt(count) + ", none successful");
+    return fmt(count) + " (" + fmt(count - successful) + " unsuccessful)";
+  }
+  const when = (time) => (time ? time.slice(0, 19).replace("T", " ") : "–");
   const howText = (how) => HOW_WORDS.filter(([bit]) => how & bit).map(([, word]) => word).join(", ");
 
   // An endpoint's status under the filters: conformance-tested needs a direct hit by a [Conformance] test's
   // own e2e.test client (as every report counts it); tested is any hit by a test, indirect ones when shown.
   function statusOf(endpoint) {
     let tested = false;
-    for (const [t, how] of endpoint.hits) {
+    for (const [t, allWays, ok] of endpoint.hits) {
       const test = tests[t];
+      const how = filters.successOnly ? ok : allWays;
       if (filters.conformanceOnly && !test.conformance) continue;
       if (test.conformance && (how & HOW.e2e)) return "conf";
       if (how & (HOW.e2e | HOW.other) || (filters.indirect && how & (HOW.namespace | HOW.window))) tested = true;
@@ -126,13 +136,15 @@
         } },
       el("option", { value: "" }, "no comparison"),
       live.runs.filter((name) => name !== DATA.run).map((name) => el("option",
-        { value: name, selected: DATA.diff && name === DATA.diff.base }, "compare with " + name)));
+        { value: name, selected: DATA.diff && name === DATA.diff.base }, "compared with " + name)));
       line.append("run ", runs, " ", base);
     } else {
       line.append("run ", el("strong", {}, DATA.run));
       if (DATA.diff) line.append(" compared with ", el("strong", {}, DATA.diff.base));
     }
-    if (DATA.catalogue) line.append(el("span", { class: "muted" }, " · " + DATA.catalogue));
+    if (DATA.catalogue) {
+      line.append(el("span", { class: "muted", title: DATA.catalogue }, " · " + DATA.catalogue.split("/").pop()));
+    }
     line.append(el("span", { class: "muted" }, " · made " + DATA.generated.slice(0, 19).replace("T", " ") + " UTC"));
   }
 
@@ -160,7 +172,7 @@
         "tested"),
       card("endpoints untested", fmt(counts.untested), pct(counts.untested, endpoints.length), "untested"),
       card("tests", fmt(tests.filter((test) => test.name).length), fmt(tests.filter((test) => test.conformance).length) + " conformance"),
-      card("lines covered", fmt(lines), codeTests.length ? "by " + fmt(codeTests.length) + " tests, " +
+      card("lines covered", fmt(lines), codeTests.length ? "by " + fmt(codeTests.filter((t) => t.name).length) + " tests, " +
         fmt(files.length) + " files" : "no code coverage"),
     );
   }
@@ -187,6 +199,8 @@
       "count only hits by [Conformance] tests");
     if (options.includes("indirect")) toggle("indirect", "indirect hits",
       "count what controllers did in a test's namespace or inside its markers");
+    if (options.includes("successOnly")) toggle("successOnly", "successful hits only",
+      "count only hits answered 1xx-3xx (a 404 from a clean-up delete is still a hit otherwise)");
     return box;
   }
   function legend() {
@@ -343,7 +357,7 @@
     const root = hierarchy(shown());
     const focus = selected ? findNode(root, "/" + [selected.level, selected.group].join("/"))
       : findNode(root, key || "");
-    view.append(el("div", { class: "toolbar" }, filterBar(["eligibleOnly", "conformanceOnly", "indirect"]), legend()));
+    view.append(el("div", { class: "toolbar" }, filterBar(["eligibleOnly", "conformanceOnly", "indirect", "successOnly"]), legend()));
     const side = el("div", { class: "side" });
     view.append(el("div", { class: "split" }, el("div", { class: "chart" }, sunburst(root, focus, selected)), side));
     const crumbs = [];
@@ -375,11 +389,18 @@
       el("p", {}, badge(STATUS_NAMES[statusOf(endpoint)], statusOf(endpoint)), " ",
         badge(endpoint.level, "plain"), " ", endpoint.eligible ? badge("conformance-eligible", "plain") : "",
         endpoint.pending ? badge("pending", "plain") : ""));
+    if (endpoint.all) {
+      const [count, first, last, status] = endpoint.all;
+      box.append(el("p", { id: "endpoint-hits" }, `${fmt(count)} ${count === 1 ? "hit" : "hits"} from any client (`,
+        Object.entries(status).map(([cls, n]) => `${cls}: ${fmt(n)}`).join(", "), `), first ${when(first)}, ` +
+        `last ${when(last)} UTC`));
+    }
     const rows = endpoint.hits.slice().sort((a, b) => tests[a[0]].name.localeCompare(tests[b[0]].name));
     box.append(el("h3", {}, `Tests that hit it (${rows.length})`));
     if (!rows.length) { box.append(el("p", { class: "muted" }, "No test hit this endpoint.")); return; }
-    box.append(table(["test", "how", ""], rows.map(([t, how]) => [
-      testLink(tests[t]), howText(how), tests[t].conformance ? badge("conformance", "conf") : ""])));
+    box.append(table(["test", "how", "hits", ""], rows.map(([t, how, , count, successful]) => [
+      testLink(tests[t]), howText(how), hitsText(count, successful),
+      tests[t].conformance ? badge("conformance", "conf") : ""])));
   }
 
   function table(head, rows, cls) {
@@ -416,8 +437,8 @@
     const code = test.code;
     if (code && code.window) {
       const [start, end, source] = code.window;
-      const when = (time) => time.slice(0, 23).replace("T", " ");
-      view.append(el("p", { class: "muted" }, `ran ${when(start)} – ${when(end).slice(start.slice(0, 10) === end.slice(0, 10) ? 11 : 0)} UTC ` +
+      const sameDay = start.slice(0, 10) === end.slice(0, 10);
+      view.append(el("p", { class: "muted" }, `ran ${when(start)} – ${when(end).slice(sameDay ? 11 : 0)} UTC ` +
         `(window from its ${source})`));
     }
     if (code && code.first_hit_only) {
@@ -434,9 +455,9 @@
     view.append(columns);
     const rows = test.hits.slice().sort((a, b) => endpoints[a[0]].id.localeCompare(endpoints[b[0]].id));
     columns.append(el("section", { id: "test-endpoints" }, el("h3", {}, `Endpoints (${rows.length})`),
-      rows.length ? table(["endpoint", "method", "how"], rows.map(([e, how]) => [
+      rows.length ? table(["endpoint", "method", "how", "hits"], rows.map(([e, how, , count, successful]) => [
         link(endpoints[e].id, "endpoint/" + encodeURIComponent(endpoints[e].id), "mono"),
-        el("span", { class: "method" }, endpoints[e].method), howText(how)])) :
+        el("span", { class: "method" }, endpoints[e].method), howText(how), hitsText(count, successful)])) :
         el("p", { class: "muted" }, "This test hit no endpoint.")));
     const fileRows = code ? code.lines.slice().sort((a, b) => files[a[0]].localeCompare(files[b[0]])) : [];
     columns.append(el("section", { id: "test-files" }, el("h3", {}, `Code (${fileRows.length} files)`),
@@ -512,7 +533,13 @@
     if (mark !== undefined) crumbs.unshift(testLink(tests[mark]), " · ");
     view.append(el("div", { class: "crumbs" }, crumbs), el("h2", { class: "mono", id: "file-name" }, files[file]),
       el("p", { class: "muted" }, `${fmt(lineCount(segments))} lines covered by ${fmt(perTest.length)} tests`));
-    const body = segments.map(([a, b, ts]) => {
+    const own = segments.filter(([, , ts]) => ts.includes(mark));
+    if (mark !== undefined) {
+      view.append(el("div", { class: "filters" }, el("label", {}, el("input", { type: "checkbox", id: "filter-ownLines",
+        checked: filters.ownLines, onchange: (event) => { filters.ownLines = event.target.checked; render(); } }),
+      ` only the ${fmt(lineCount(own))} lines this test ran`)));
+    }
+    const body = (mark !== undefined && filters.ownLines ? own : segments).map(([a, b, ts]) => {
       ts.sort((x, y) => tests[x].name.localeCompare(tests[y].name));
       const names = ts.map((t) => el("div", {}, testLink(tests[t], t === mark ? "marked" : "")));
       const listed = names.length <= 3 ? names : [names.slice(0, 2), el("details", {}, el("summary", {},
@@ -527,24 +554,47 @@
   // ---- the diff against another run ----
   function diffView(view) {
     const diff = DATA.diff;
-    view.append(el("h2", {}, `${DATA.run} compared with ${diff.base}`));
+    const [before, after] = [diff.totals.base, diff.totals.head];
+    const change = (a, b) => `${fmt(a)} → ${fmt(b)} (${b >= a ? "+" : "−"}${fmt(Math.abs(b - a))})`;
+    view.append(el("h2", {}, `${diff.head} compared with ${diff.base}`),
+      el("p", { id: "diff-totals" }, `endpoints tested: ${change(before.tested, after.tested)} · ` +
+        `eligible endpoints conformance-tested: ${change(before.conformance_tested_eligible,
+          after.conformance_tested_eligible)}`));
     const endpointList = (ids) => ids.length ? el("ul", { class: "plain" }, ids.map((id) => el("li", {},
-      endpoints.some((e) => e.id === id) ? link(id, "endpoint/" + encodeURIComponent(id), "mono") : el("span", { class: "mono" }, id))))
+      endpointById.has(id) ? link(id, "endpoint/" + encodeURIComponent(id), "mono") : el("span", { class: "mono" }, id))))
       : el("p", { class: "muted" }, "none");
-    const columns = el("div", { class: "columns" });
-    for (const [key, label] of [["gained", "Endpoints now tested"], ["lost", "Endpoints no longer tested"]]) {
-      const ids = (diff.endpoints && diff.endpoints[key]) || [];
-      columns.append(el("section", { id: "diff-" + key }, el("h3", {}, `${label} (${ids.length})`), endpointList(ids)));
+    const columns = el("div", { class: "columns four" });
+    for (const [key, side, label] of [["endpoints", "gained", "Endpoints now tested"],
+      ["endpoints", "lost", "Endpoints no longer tested"], ["conformance", "gained", "Now conformance-tested (eligible)"],
+      ["conformance", "lost", "No longer conformance-tested (eligible)"]]) {
+      const ids = diff[key][side];
+      columns.append(el("section", { id: `diff-${key}-${side}` }, el("h3", {}, `${label} (${ids.length})`),
+        endpointList(ids)));
     }
     view.append(columns);
-    const changed = (diff.tests || []).filter((row) => row.endpoints_gained.length || row.endpoints_lost.length ||
-      row.lines_gained || row.lines_lost);
-    view.append(el("h3", {}, `Tests that changed (${changed.length})`));
-    view.append(changed.length ? table(["test", "endpoints gained", "endpoints lost", "lines gained", "lines lost"],
-      changed.map((row) => [testByName.has(row.test) ? link(row.test, "test/" + testByName.get(row.test).index) : row.test,
-        row.endpoints_gained.join(", "), row.endpoints_lost.join(", "),
-        row.lines_gained === null ? "–" : fmt(row.lines_gained), row.lines_lost === null ? "–" : fmt(row.lines_lost)]))
-      : el("p", { class: "muted" }, "No test changed."));
+    const testCell = (name) => (testByName.has(name) ? testLink(testByName.get(name)) : name || "(outside any test)");
+    const { added, removed, changed, unchanged } = diff.tests;
+    view.append(el("h3", {}, `Tests that changed (${changed.length}; ${fmt(unchanged)} unchanged)`));
+    view.append(changed.length ? table(["test", "endpoints gained", "endpoints lost", "lines"],
+      changed.map((row) => [testCell(row.test), endpointLinks(row.endpoints.gained), endpointLinks(row.endpoints.lost),
+        row.lines === null ? el("span", { class: "muted" }, "no code coverage in both runs") : lineChanges(row.lines)]),
+      "diff-tests") : el("p", { class: "muted" }, "No test changed."));
+    for (const [rows, label] of [[added, "Tests only in " + diff.head], [removed, "Tests only in " + diff.base]]) {
+      view.append(el("h3", {}, `${label} (${rows.length})`), rows.length ? table(["test", "endpoints"],
+        rows.map((row) => [testCell(row.test), fmt(row.endpoints.length)])) : el("p", { class: "muted" }, "none"));
+    }
+  }
+  function endpointLinks(ids) {
+    return ids.map((id, i) => [i ? ", " : "", endpointById.has(id) ? link(id, "endpoint/" + encodeURIComponent(id), "mono")
+      : el("span", { class: "mono" }, id)]);
+  }
+  function lineChanges(lines) {
+    const files = Object.entries(lines.files);
+    if (!files.length) return el("span", { class: "muted" }, "same lines");
+    return el("details", {}, el("summary", {}, `+${fmt(lines.gained)} / −${fmt(lines.lost)} in ${files.length} files`),
+      files.map(([file, change]) => el("div", { class: "diff-file" }, el("span", { class: "mono" }, shortFile(file)),
+        change.gained.length ? el("div", { class: "gained mono" }, "+ " + spans(change.gained)) : "",
+        change.lost.length ? el("div", { class: "lost mono" }, "− " + spans(change.lost)) : "")));
   }
 
   // ---- an empty store ----
@@ -572,7 +622,7 @@
       fileView(view, +rest[0], rest[1] !== undefined && tests[+rest[1]] ? +rest[1] : undefined);
     } else if (route === "endpoint") {
       const id = rest.join("/");
-      const endpoint = endpoints.find((e) => e.id === id);
+      const endpoint = endpointById.get(id);
       endpointsView(view, "", endpoint);
     } else if (tab === "tests") testsView(view);
     else if (tab === "code") codeView(view);
