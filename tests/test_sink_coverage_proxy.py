@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -417,3 +418,28 @@ def test_agents_in_the_config_file_are_checked(tmp_path):
             load_settings(config, {})
     with pytest.raises(SettingsError, match="agents must be a JSON list of agents"):
         load_settings(None, {"agents": "[{"})
+
+
+async def test_python_and_profile_agents_that_fail_make_their_tests_incomplete(tmp_path):
+    """A Python agent whose port is closed and a profile file that does not exist: every boundary is missing with
+    the reason, the tests they bound are incomplete, and the live coverage names both as left out."""
+    with socket.socket() as probe:  # a port that refuses: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        agents = ({"run": "r", "process": "kubelike", "kind": "profile", "address": str(tmp_path / "none.out")},)
+        async with sink_running(tmp_path, agents=agents) as sink:
+            status, _ = await ask(
+                "POST", f"{sink.url}/v1/runs/r/agents", json={"process": "py", "kind": "python", "address": closed}
+            )
+            assert status == 200
+            await marker(sink, "r", "only", "start")
+            await marker(sink, "r", "only", "end")
+            results = _results(sink, "r")
+            async with aiohttp.ClientSession() as session, session.get(f"{sink.url}/v1/runs/r/coverage") as response:
+                assert response.status == 200
+                left_out = response.headers["Auditcov-Missing"]
+    assert "py: connection refused" in left_out and "kubelike: " in left_out
+    result = results["only"]
+    assert result.incomplete and len(result.problems) == 4
+    assert "process 'py': the snapshot at the test's start is missing: connection refused" in result.problems
+    assert any("process 'kubelike': the snapshot at the test's end is missing: " in p for p in result.problems)
