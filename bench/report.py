@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import functools
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,6 +48,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import AGENT_HEAD, E2E_LINE, OTHER_AGENTS
 
+from auditcov.merge.bundle import export_bundle, merge_bundles
 from auditcov.merge.cover.model import Block, Profile
 from auditcov.merge.cover.snapshots import save_snapshot
 from auditcov.merge.events import format_time
@@ -87,11 +91,32 @@ def _report(output_format: str) -> Callable[[Bench], object]:
     return lambda bench: render_report(bench.db, bench.base, output_format, ReportOptions())
 
 
+def _export(bench: Bench) -> object:
+    with tempfile.TemporaryDirectory() as folder:
+        return export_bundle(bench.path, bench.base, Path(folder) / "bundle", ReportOptions())
+
+
+@functools.cache
+def _bundles(path: Path) -> list[Path]:
+    """The bundles of both runs, exported once for the merge timing (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="auditcov-bundles-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return [export_bundle(path, run, folder / run, ReportOptions()).directory for run in ("base", "head")]
+
+
+def _merge(bench: Bench) -> object:
+    bundles = _bundles(bench.path)
+    with tempfile.TemporaryDirectory() as folder:
+        return merge_bundles(bundles, Path(folder) / "merged", ReportOptions(), run="both")
+
+
 #: name -> what it times (called with the open store). Add entries here for more figures.
 TIMINGS: list[tuple[str, Callable[[Bench], object]]] = [
     *((f"report --format {name}", _report(name)) for name in FILE_FORMATS),
     ("per-run model (endpoints + code, cold)", lambda bench: load_run_data(bench.db, bench.base)),
     ("diff base..head", lambda bench: run_diff(bench.db, bench.base, bench.head)),
+    ("export --artifacts (store copy, 6 reports, manifest)", _export),
+    ("merge of the base and head bundles (--run both)", _merge),
 ]
 
 

@@ -23,18 +23,17 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
 import sqlite_utils
 
-from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.errors import AuditcovError, StoreError
 from auditcov.merge.openapi.stored import CATALOGUE_SOURCE_KEY
 from auditcov.merge.reports.coverjson import totals as code_totals
-from auditcov.merge.reports.endpointcov import endpoint_coverage
 from auditcov.merge.reports.endpointjson import endpoint_report
-from auditcov.merge.reports.formats import ReportOptions, render_report
+from auditcov.merge.reports.formats import ReportOptions, RunModels, render_report
 from auditcov.merge.reports.junit import untested_eligible
 from auditcov.merge.store import choose_run, open_store, open_store_readonly, transaction
 
@@ -131,14 +130,14 @@ def _check_catalogues(conn: sqlite3.Connection, where: Path) -> None:
         )
 
 
-def _summary(db: sqlite_utils.Database, run: str) -> bytes:
-    coverage = endpoint_coverage(db, run)
+def _summary(models: RunModels) -> bytes:
+    coverage = models.coverage
     document = {
         "format_version": FORMAT_VERSION,
-        "run": run,
+        "run": models.run,
         "catalogue": coverage.catalogue_source,
         "totals": endpoint_report(coverage)["totals"],
-        "code_totals": code_totals(per_test_coverage(db, run)),
+        "code_totals": code_totals(models.per_test),
         "untested_eligible": [state.endpoint.operation_id for state in untested_eligible(coverage)],
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
@@ -148,9 +147,10 @@ def write_reports(directory: Path, run: str, options: ReportOptions) -> Bundle:
     """Render the reports of the bundle store in `directory` and write its manifest."""
     db = open_store_readonly(directory / STORE)
     try:
+        models = RunModels(db, run, successful_only=options.successful_only)
         for name, output_format in REPORTS.items():
-            data = _summary(db, run) if output_format is None else render_report(db, run, output_format, options)
-            (directory / name).write_bytes(data)
+            render = _summary if output_format is None else partial(render_report, db, run, output_format, options)
+            (directory / name).write_bytes(render(models))
     finally:
         db.conn.close()
     files = {

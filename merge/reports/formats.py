@@ -10,18 +10,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import orjson
 import sqlite_utils
 
-from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.model import Profile
+from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.cover.runprofile import profile_of_test, run_profile
 from auditcov.merge.errors import AuditcovError
 from auditcov.merge.openapi.eligibility import ConformanceTest, load_conformance_tests
 from auditcov.merge.reports.apisnoop import apisnoop_report
 from auditcov.merge.reports.cobertura import cobertura_report
 from auditcov.merge.reports.coverjson import add_code_to_endpoint_report
-from auditcov.merge.reports.endpointcov import endpoint_coverage
+from auditcov.merge.reports.endpointcov import EndpointCoverage, endpoint_coverage
 from auditcov.merge.reports.endpointjson import endpoint_report
 from auditcov.merge.reports.junit import junit_report
 from auditcov.merge.reports.lcov import lcov_report
@@ -55,12 +57,38 @@ def report_time_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def render_report(db: sqlite_utils.Database, run: str, output_format: str, options: ReportOptions) -> bytes:
-    """The report of `run` in `output_format` (one of FILE_FORMATS), as the bytes of its file."""
+class RunModels:
+    """The shared models of one run, each read from the store once however many reports use it (a bundle renders
+    six; `report --gate` reads the endpoint coverage for the report and the gate)."""
+
+    def __init__(self, db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> None:
+        self.db, self.run, self.successful_only = db, run, successful_only
+
+    @cached_property
+    def coverage(self) -> EndpointCoverage:
+        return endpoint_coverage(self.db, self.run, successful_only=self.successful_only)
+
+    @cached_property
+    def per_test(self) -> list[PerTestCoverage]:
+        return per_test_coverage(self.db, self.run)
+
+    @cached_property
+    def profile(self) -> Profile:
+        """The run's code coverage (merge/cover/runprofile.py)."""
+        return run_profile(self.db, self.run)
+
+
+def render_report(
+    db: sqlite_utils.Database, run: str, output_format: str, options: ReportOptions, models: RunModels | None = None
+) -> bytes:
+    """The report of `run` in `output_format` (one of FILE_FORMATS), as the bytes of its file; `models` (of the
+    same run and `successful_only`) saves reading what an earlier report read."""
+    if models is None:
+        models = RunModels(db, run, successful_only=options.successful_only)
     if options.test is not None and output_format not in CODE_FORMATS:
         raise AuditcovError(f"--test applies to {' and '.join(CODE_FORMATS)} only, not to {output_format}")
     if output_format in CODE_FORMATS:
-        profile = run_profile(db, run) if options.test is None else profile_of_test(db, run, options.test)
+        profile = models.profile if options.test is None else profile_of_test(db, run, options.test)
         if output_format == "lcov":
             return lcov_report(profile, options.test).encode()
         stamp = options.timestamp_ms if options.timestamp_ms is not None else report_time_ms()
@@ -71,12 +99,12 @@ def render_report(db: sqlite_utils.Database, run: str, output_format: str, optio
         from auditcov.merge.reports.html import html_report
 
         return html_report(db, run, base=options.diff_base).encode()
-    coverage = endpoint_coverage(db, run, successful_only=options.successful_only)
+    coverage = models.coverage
     if output_format == "junit":
         return junit_report(coverage).encode()
     if output_format == "json":
         document = endpoint_report(coverage)
-        add_code_to_endpoint_report(document, per_test_coverage(db, run))
+        add_code_to_endpoint_report(document, models.per_test)
     elif output_format == "apisnoop":
         conformance = options.conformance if options.conformance is not None else load_conformance_tests()
         previous = None if options.previous is None else set(options.previous)

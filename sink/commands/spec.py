@@ -15,9 +15,8 @@ from auditcov.merge.openapi.eligibility import load_conformance_tests, load_elig
 from auditcov.merge.openapi.live import load_source
 from auditcov.merge.openapi.matcher import Matcher
 from auditcov.merge.openapi.stored import remap, save_catalogue, stored_catalogue
-from auditcov.merge.reports.endpointcov import endpoint_coverage
 from auditcov.merge.reports.endpointtable import render_endpoint_coverage
-from auditcov.merge.reports.formats import FILE_FORMATS, ReportOptions, render_report
+from auditcov.merge.reports.formats import FILE_FORMATS, ReportOptions, RunModels, render_report
 from auditcov.merge.reports.junit import untested_eligible
 from auditcov.merge.store import choose_run, open_store, open_store_readonly
 from auditcov.sink.commands import db_option, run_option
@@ -194,11 +193,9 @@ def report_command(
     if output_format == "text" and test is not None:
         raise click.UsageError("--test applies to lcov and cobertura only")
     db = open_store_readonly(db_path)
-    coverage = None
     try:
         run = choose_run(db, run)
-        if output_format == "text" or gate:
-            coverage = endpoint_coverage(db, run, successful_only=successful_only)
+        models = RunModels(db, run, successful_only=successful_only)  # the gate reuses the report's coverage
         if output_format != "text":
             options = ReportOptions(
                 test=test,
@@ -208,7 +205,8 @@ def report_command(
                 conformance=load_conformance_tests(conformance_file),
                 diff_base=diff_base,
             )
-            data = render_report(db, run, output_format, options)
+            data = render_report(db, run, output_format, options, models)
+        coverage = models.coverage if output_format == "text" or gate else None
     finally:
         db.conn.close()
     failures = untested_eligible(coverage) if gate else []
