@@ -81,17 +81,17 @@
   }
   const lineCount = (runs) => runs.reduce((sum, [a, b]) => sum + b - a + 1, 0);
   function testLines(test) {
-    return test.code ? test.code.lines.reduce((sum, entry) => {
-      for (let i = 2; i < entry.length; i += 2) sum += entry[i];
-      return sum;
-    }, 0) : 0;
+    if (test.lineTotal === undefined) {
+      test.lineTotal = test.code ? test.code.lines.reduce((sum, entry) => {
+        for (let i = 2; i < entry.length; i += 2) sum += entry[i];
+        return sum;
+      }, 0) : 0;
+    }
+    return test.lineTotal;
   }
   let totalLines = null;
   function linesCovered() {
-    if (totalLines === null) {
-      totalLines = 0;
-      for (const perFile of testsByFile()) totalLines += lineCount(mergeRuns(perFile.flatMap(([, runs]) => runs)));
-    }
+    if (totalLines === null) totalLines = fileRows().reduce((sum, row) => sum + row.lines, 0);
     return totalLines;
   }
   const spans = (runs) => runs.map(([a, b]) => (a === b ? String(a) : a + "–" + b)).join(", ");
@@ -375,7 +375,9 @@
         el("td", {}, link(endpoint.id, "endpoint/" + encodeURIComponent(endpoint.id), "mono")),
         el("td", {}, badge(STATUS_NAMES[endpoint.status], endpoint.status)),
         el("td", { class: "num" }, endpoint.eligible ? "eligible" : ""), el("td", { class: "num" }, endpoint.hits.length + " tests")));
-    side.append(el("table", { class: "list" }, el("tbody", {}, rows)));
+    const head = focus.kids.length ? ["", "", "conf.", "endpoints"] : ["endpoint", "status", "", "tests"];
+    side.append(el("table", { class: "list" }, el("thead", {}, el("tr", {}, head.map((h, i) =>
+      el("th", { class: i > 1 ? "num" : "" }, h)))), el("tbody", {}, rows)));
     if (DATA.unmatched && Object.keys(DATA.unmatched).length && !focus.depth) {
       side.append(el("h3", {}, "Events that matched no endpoint"), el("table", { class: "list" }, el("tbody", {},
         Object.entries(DATA.unmatched).map(([reason, count]) => el("tr", {}, el("td", {}, reason),
@@ -485,13 +487,19 @@
     }
     return merged;
   }
-  let fileQuery = "";
+  let fileQuery = "", fileTable = null;
+  function fileRows() {
+    if (!fileTable) {
+      const index = testsByFile();
+      fileTable = files.map((name, i) => ({ i, name, tests: index[i].length,
+        lines: lineCount(mergeRuns(index[i].flatMap(([, runs]) => runs))) }));
+      fileTable.sort((a, b) => a.name.localeCompare(b.name));
+    }
+    return fileTable;
+  }
   function codeView(view) {
-    const index = testsByFile();
     if (!files.length) { view.append(el("div", { class: "notice" }, "No test in this run has code coverage.")); return; }
-    const rows = files.map((name, i) => ({ i, name, tests: index[i].length,
-      lines: lineCount(mergeRuns(index[i].flatMap(([, runs]) => runs))) }));
-    rows.sort((a, b) => a.name.localeCompare(b.name));
+    const rows = fileRows();
     const body = el("tbody");
     view.append(el("div", { class: "toolbar" }, el("input", { type: "search", id: "file-search", value: fileQuery,
       placeholder: "filter files", oninput: (event) => { fileQuery = event.target.value; fill(); } })),
