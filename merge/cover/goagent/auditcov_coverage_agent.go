@@ -9,7 +9,8 @@
 //	                              since the agent exposes process internals
 //	AUDITCOV_AGENT_TOKEN_FILE     optional: require "Authorization: Bearer <token>" on all but /v1/health
 //	AUDITCOV_SINK                 optional: the sink's base URL, to register with (AUDITCOV_SINK_CA: a PEM CA
-//	                              file for https)
+//	                              file for https; AUDITCOV_SINK_CERT and AUDITCOV_SINK_KEY: a client
+//	                              certificate and its key, for a sink that requires them)
 //	AUDITCOV_RUN                  the run to register in (default "default")
 //	AUDITCOV_PROCESS              the name to register under (default: the program's base name)
 //	AUDITCOV_TOKEN_FILE           the sink's ingest token, sent with the registration
@@ -287,17 +288,26 @@ func auditcovAgentPost(target string, body []byte) error {
 		request.Header.Set("Authorization", "Bearer "+token)
 	}
 	transport := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}
+	settings := &tls.Config{}
 	if path := os.Getenv("AUDITCOV_SINK_CA"); path != "" {
 		pem, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("AUDITCOV_SINK_CA: %v", err)
 		}
-		roots := x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
+		settings.RootCAs = x509.NewCertPool()
+		if !settings.RootCAs.AppendCertsFromPEM(pem) {
 			return errors.New("AUDITCOV_SINK_CA: " + path + " holds no PEM certificate")
 		}
-		transport.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
+	// A sink that requires client certificates (mTLS, sink.toml's client_ca) takes the agent's.
+	if certFile, keyFile := os.Getenv("AUDITCOV_SINK_CERT"), os.Getenv("AUDITCOV_SINK_KEY"); certFile != "" || keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("AUDITCOV_SINK_CERT/AUDITCOV_SINK_KEY: %v", err)
+		}
+		settings.Certificates = []tls.Certificate{pair}
+	}
+	transport.TLSClientConfig = settings
 	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
 	response, err := client.Do(request)
 	if err != nil {
