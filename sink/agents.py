@@ -39,7 +39,7 @@ from auditcov.merge.cover.livefile import read_settled
 from auditcov.merge.cover.model import CoverageError
 from auditcov.merge.errors import AuditcovError
 from auditcov.merge.events import format_time, now_us
-from auditcov.merge.store import open_store_readonly
+from auditcov.merge.store import ensure_run, open_store_readonly
 from auditcov.sink.ingest import PreparedBatch, check_run_name
 from auditcov.sink.settings import AGENT_KINDS, Settings, read_token
 from auditcov.sink.writer import Writer
@@ -248,7 +248,7 @@ class Agents:
 
         def job() -> None:
             conn = self.writer.db.conn
-            conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, agent.registered_us))
+            ensure_run(conn, run, agent.registered_us)
             conn.execute(
                 "INSERT OR REPLACE INTO cover_agents (run, process, kind, address, pid, registered_us) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

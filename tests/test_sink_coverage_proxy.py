@@ -443,3 +443,20 @@ async def test_python_and_profile_agents_that_fail_make_their_tests_incomplete(t
     assert result.incomplete and len(result.problems) == 4
     assert "process 'py': the snapshot at the test's start is missing: connection refused" in result.problems
     assert any("process 'kubelike': the snapshot at the test's end is missing: " in p for p in result.problems)
+
+
+@pytest.mark.go
+async def test_an_agent_on_a_unix_socket(demo, tmp_path):
+    socket_path = tmp_path / "agent.sock"
+    async with sink_running(tmp_path) as sink:
+        env = {**_agent_env(sink, "r"), "AUDITCOV_AGENT": f"unix:{socket_path}"}
+        async with running(demo, env) as program:
+            agent = await registered(sink, "r", "agentdemo")
+            assert agent["address"] == f"unix:{socket_path}"
+            test, paths = next(iter(TESTS.items()))
+            await marker(sink, "r", test, "start")
+            for path in paths:
+                await program.get(path)
+            await marker(sink, "r", test, "end")
+            result = _results(sink, "r")[test]
+    assert not result.incomplete and result.profile.counts
