@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -49,20 +50,20 @@ SERVE = [sys.executable, "-c", "from auditcov.sink.cli import main; main()", "se
 class Sink:
     """An `auditcov serve` subprocess on a free loopback port, and what it printed until it listened."""
 
-    def __init__(self, db: Path, *flags: str):
+    def __init__(self, db: Path, *flags: str, stderr: int | IO = subprocess.PIPE):
         # Run in the store's directory so the repository's config/sink.toml is not picked up.
         self.process = subprocess.Popen(
             [*SERVE, "--listen", "127.0.0.1:0", "--db", str(db), *flags],
             cwd=db.parent,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
         )
         self.banner = ""
         while match := not re.search(r"listening on (http\S+)", self.banner):
             line = self.process.stdout.readline()
             if not line:
-                raise AssertionError(f"the sink exited: {self.process.stderr.read()}")
+                raise AssertionError(f"the sink exited: {self.process.stderr and self.process.stderr.read()}")
             self.banner += line
         for line in iter(self.process.stdout.readline, ""):
             self.banner += line
