@@ -180,10 +180,12 @@ CREATE TABLE IF NOT EXISTS endpoints (
 -- Code-coverage block layouts, each stored once and shared by every snapshot of the same binary
 -- (merge/cover/snapshots.py owns the encoding).
 CREATE TABLE IF NOT EXISTS cover_layouts (
-    hash TEXT PRIMARY KEY,             -- sha256 (hex) of `blocks`
+    hash TEXT PRIMARY KEY,             -- sha256 (hex) of the layout as msgpack [files, [six lists of integers]]
     block_count INTEGER NOT NULL,      -- how many blocks the layout lists
     blocks BLOB NOT NULL               -- msgpack [files, [six columns, one entry per block: file index, start
-                                       --   line, start col, end line, end col, statements]], blocks sorted
+                                       --   line, start col, end line, end col, statements]], blocks sorted; each
+                                       --   column a little-endian uint32 array as bytes (or, as first written, a
+                                       --   list of integers)
 );
 
 -- Coverage agents: the processes under test whose counters the sink collects at test boundaries (an agent
