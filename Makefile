@@ -42,7 +42,7 @@ bench: $(VENV)/.test-extras
 # AUDITCOV_E2E_FOCUS=FILE runs the tests listed in FILE (focus.txt's format) instead of tests/e2e/focus.txt.
 e2e: $(VENV)/.test-extras
 	@start=$$(date +%s); \
-	hack/e2e/build.sh && hack/e2e/build-1.18.sh && \
+	hack/e2e/build.sh && hack/e2e/build-cover.sh && hack/e2e/build-1.18.sh && \
 	AUDITCOV_E2E=1 $(BIN)/python -m pytest -q -m e2e tests/e2e; \
 	status=$$?; cat $${AUDITCOV_E2E_OUT:-build/e2e}/*/summary.txt 2>/dev/null; \
 	echo "make e2e: $$(( $$(date +%s) - start ))s"; exit $$status

@@ -1,14 +1,21 @@
 """The acceptance test of the whole product: a real kube-apiserver audits real traffic to auditcov.
 
-For each webhook mode (batch, blocking): start etcd, kube-apiserver (audit log file + audit webhook to auditcov
+For each mode (batch, blocking, cover): start etcd, kube-apiserver (audit log file + audit webhook to auditcov
 over mTLS), kube-controller-manager and `auditcov serve` on loopback; run kubectl commands and the e2e.test
-conformance tests listed in focus.txt; stop the apiserver (it flushes its audit backends) and then auditcov.
-Then auditcov's store and report must agree with the apiserver's own audit log, event for event. The log is
-read here with orjson, not with auditcov's own readers: it is the independent record.
+conformance tests listed in focus.txt, one at a time; wait until kube-controller-manager has finalized every
+test namespace; stop the apiserver (it flushes its audit backends) and then auditcov. Then auditcov's store and
+report must agree with the apiserver's own audit log, event for event. The log is read here with orjson, not
+with auditcov's own readers: it is the independent record. Each mode leaves summary.txt (make e2e prints it).
 
-The live spec: both modes run `serve --openapi auto --kubeconfig <the admin kubeconfig>`. In batch mode auditcov
+The cover mode is the blocking webhook with a kube-apiserver built by `auditcov cover build`
+(hack/e2e/build-cover.sh) whose coverage agent registers with the sink: the sink snapshots its counters before
+it answers the first event of each test, so each test gets its own kube-apiserver lines, exactly bounded. Every
+check of the other modes holds there too; three tests are also run each alone on a fresh apiserver, and their
+lines compared with the whole run's (alone/summary.txt).
+
+The live spec: every mode runs `serve --openapi auto --kubeconfig <the admin kubeconfig>`. In batch mode auditcov
 starts after the apiserver (which retries its first batches until auditcov answers) and fetches the spec at
-start. In blocking mode the apiserver cannot start without its webhook answering (each request waits for it),
+start. In the blocking modes the apiserver cannot start without its webhook answering (each request waits for it),
 so auditcov starts first: its cluster does not answer yet, so it keeps asking, and once the catalogue arrives it
 maps new batches and the events stored meanwhile itself; the test checks that it logged doing so.
 
@@ -24,6 +31,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,7 @@ import pytest
 from controlplane import (
     Certificates,
     ControlPlane,
+    Process,
     binary_dir,
     missing_binaries,
     webhook_audit,
@@ -112,8 +121,9 @@ def junit_results(report_dir: Path) -> tuple[list[str], list[str]]:
     return passed, failed
 
 
-def run_e2e(plane: ControlPlane, work: Path) -> Path:
-    """Run the focused e2e.test conformance tests against `plane`; returns the JUnit report folder."""
+def run_e2e(plane: ControlPlane, work: Path, names: list[str] | None = None) -> Path:
+    """Run the focused e2e.test conformance tests (or `names`) against `plane`, one at a time (e2e.test runs
+    its specs serially); returns the JUnit report folder."""
     report_dir = work / "junit"
     with (work / "e2e.log").open("wb") as out:
         subprocess.run(
@@ -126,7 +136,7 @@ def run_e2e(plane: ControlPlane, work: Path) -> Path:
                 "--num-nodes=1",
                 "--disable-log-dump",
                 f"--report-dir={report_dir}",
-                f"--ginkgo.focus={focus_regex(focus_tests())}",
+                f"--ginkgo.focus={focus_regex(names or focus_tests())}",
                 "--ginkgo.no-color",
                 "--ginkgo.v",
                 "--ginkgo.timeout=40m",
@@ -140,41 +150,84 @@ def run_e2e(plane: ControlPlane, work: Path) -> Path:
     return report_dir
 
 
-@pytest.fixture(scope="module", params=["batch", "blocking"])
-def outcome(request) -> Outcome:
-    missing = missing_binaries()
-    if missing:
-        pytest.fail(f"not built in {binary_dir()}: {', '.join(missing)}; run hack/e2e/build.sh (make e2e does)")
-    mode = request.param
-    run = f"e2e-{mode}"
-    work = OUT / mode
+def cover_binary() -> Path:
+    """The kube-apiserver with the coverage agent in it (hack/e2e/build-cover.sh, which make e2e runs)."""
+    apiserver = Path(os.environ.get("AUDITCOV_E2E_COVER_BIN") or f"{binary_dir()}-cover") / "kube-apiserver"
+    if not apiserver.exists():
+        pytest.fail(f"{apiserver} is not built; run hack/e2e/build-cover.sh (make e2e does)")
+    return apiserver
+
+
+def agent_environment(certs: Certificates, sink_url: str, run: str) -> dict[str, str]:
+    """The coverage agent's settings for the instrumented kube-apiserver: any free loopback port, registered with
+    the sink over mTLS (the sink requires a client certificate of the test CA, as the webhook's)."""
+    client = certs.issue("coverage-agent", user="kube-apiserver-coverage-agent")
+    return {
+        "AUDITCOV_AGENT": "127.0.0.1:0",
+        "AUDITCOV_SINK": sink_url,
+        "AUDITCOV_SINK_CA": str(certs.ca),
+        "AUDITCOV_SINK_CERT": str(client.cert),
+        "AUDITCOV_SINK_KEY": str(client.key),
+        "AUDITCOV_RUN": run,
+        "AUDITCOV_PROCESS": "kube-apiserver",
+    }
+
+
+@dataclass
+class Session:
+    """One control plane and sink: what ran and what it left, before the checks."""
+
+    plane: ControlPlane
+    sink: Process
+    passed: list[str]
+    failed: list[str]
+    metrics: dict[str, float]
+    e2e_seconds: float
+    deploy_problems: list[str] | None
+
+
+def run_session(mode: str, run: str, work: Path, names: list[str] | None = None, kubectl: bool = True) -> Session:
+    """Start a control plane auditing to a sink in `mode` (batch, blocking, or cover: blocking with the
+    instrumented kube-apiserver and its agent), run the kubectl traffic and the e2e tests, stop everything."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    store = work / "auditcov.db"
     certs = Certificates(work / "pki")
     # auditcov listens where config/webhook-mtls.kubeconfig sends, and stores what comes to /v1/audit in `run`.
     port = webhook_port()
-    plane = ControlPlane(work, certs, webhook_audit(work, certs, mode))
+    sink_url = f"https://127.0.0.1:{port}"
+    webhook_mode = "blocking" if mode == "cover" else mode
+    cover = mode == "cover"
+    plane = ControlPlane(
+        work,
+        certs,
+        webhook_audit(work, certs, webhook_mode),
+        cover_binary() if cover else None,
+        apiserver_env=agent_environment(certs, sink_url, run) if cover else None,
+    )
     # The admin kubeconfig exists from here on (ControlPlane writes it), before auditcov reads it at start.
     live_spec = ["--openapi=auto", f"--kubeconfig={plane.kubeconfig}", f"--default-run={run}"]
     sink = None
     try:
-        if mode == "blocking":
+        if webhook_mode == "blocking":
             sink = start_auditcov(work, certs, port, *live_spec)
             plane.start()
         else:
             plane.start()
             sink = start_auditcov(work, certs, port, *live_spec)
         namespaces = plane.namespaces()
-        for args, stdin in KUBECTL_COMMANDS:
-            plane.kubectl(*args, stdin=stdin)
-        for _ in range(2):
-            plane.get("/api/v1/namespaces/default", headers={"Audit-ID": SHARED_AUDIT_ID})
+        if kubectl:
+            for args, stdin in KUBECTL_COMMANDS:
+                plane.kubectl(*args, stdin=stdin)
+            for _ in range(2):
+                plane.get("/api/v1/namespaces/default", headers={"Audit-ID": SHARED_AUDIT_ID})
         deploy_problems = deploy_dry_run(plane, work / "deploy") if mode == "batch" else None
         started = time.monotonic()
-        passed, failed = junit_results(run_e2e(plane, work))
+        passed, failed = junit_results(run_e2e(plane, work, names))
         e2e_seconds = time.monotonic() - started
         plane.wait_for_namespaces(namespaces)
+        if cover:
+            # The end of the last test: a boundary with no test after it.
+            sink_post(certs, f"{sink_url}/v1/runs/{run}/snapshots")
         metrics = {name: plane.metric(name) for name in AUDIT_METRICS}
         plane.stop_apiserver()
         sink.stop()
@@ -182,11 +235,43 @@ def outcome(request) -> Outcome:
         plane.stop()
         if sink is not None:
             sink.stop()
+    return Session(plane, sink, passed, failed, metrics, e2e_seconds, deploy_problems)
+
+
+def sink_post(certs: Certificates, url: str) -> bytes:
+    """POST an empty JSON object to the sink as a client of the test CA."""
+    context = certs.client_context(certs.issue("sink-client", user="e2e-harness"))
+    request = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module", params=["batch", "blocking", "cover"])
+def outcome(request) -> Outcome:
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"not built in {binary_dir()}: {', '.join(missing)}; run hack/e2e/build.sh (make e2e does)")
+    mode = request.param
+    run = f"e2e-{mode}"
+    work = OUT / mode
+    session = run_session(mode, run, work)
     outcome = Outcome(
-        mode, run, work, store, plane.audit_log, passed, failed, metrics, work / "kube-apiserver.log", sink.log
+        mode,
+        run,
+        work,
+        work / "auditcov.db",
+        session.plane.audit_log,
+        session.passed,
+        session.failed,
+        session.metrics,
+        work / "kube-apiserver.log",
+        session.sink.log,
+        session.deploy_problems,
     )
-    outcome.deploy_problems = deploy_problems
-    (work / "summary.txt").write_text(summary(outcome, e2e_seconds))
+    text = summary(outcome, session.e2e_seconds)
+    if mode == "cover":
+        text += cover_summary(outcome)
+    (work / "summary.txt").write_text(text)
     return outcome
 
 
@@ -221,6 +306,103 @@ def summary(outcome: Outcome, e2e_seconds: float) -> str:
         *(f"{name}: {value:g}" for name, value in outcome.metrics.items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def cover_report(store: Path, run: str) -> dict[str, dict]:
+    """Each test's lines, from `auditcov cover report --format json` (the per-test model every report reads)."""
+    report = orjson.loads(auditcov("cover", "report", "--format=json", f"--db={store}", f"--run={run}").stdout)
+    return {test["test"]: test for test in report["tests"]}
+
+
+def covered_lines(test: dict) -> set[tuple[str, int]]:
+    """(file, line) of every line a test's report entry covers (its files hold [first, last] ranges)."""
+    return {
+        (file, line)
+        for file, ranges in test["files"].items()
+        for first, last in ranges
+        for line in range(first, last + 1)
+    }
+
+
+def cover_summary(outcome: Outcome) -> str:
+    """The coverage lines of `make e2e`'s summary: snapshots taken and missing, lines per test."""
+    with sqlite3.connect(outcome.store) as db:
+        snapshots, missing, first, last = db.execute(
+            "SELECT count(*), count(missing), min(at_us), max(at_us) FROM cover_snapshots WHERE run = ?",
+            (outcome.run,),
+        ).fetchone()
+    tests = cover_report(outcome.store, outcome.run)
+    counts = sorted(test["lines_covered"] for test in tests.values())
+    incomplete = [name for name, test in tests.items() if test["problems"]]
+    return (
+        f"coverage: {snapshots} kube-apiserver snapshots ({missing} missing) over {(last - first) / 1e6:.0f} s; "
+        f"{len(tests)} tests with lines, {len(incomplete)} incomplete; lines per test min {counts[0]}, "
+        f"median {counts[len(counts) // 2]}, max {counts[-1]}\n"
+    )
+
+
+#: Tests run again, each alone on a fresh apiserver, to compare with their lines in the whole run.
+ALONE = [
+    "[sig-storage] ConfigMap should be immutable if `immutable` field is set [Conformance]",
+    "[sig-api-machinery] Watchers should be able to restart watching from the last resource version observed by "
+    "the previous watch [Conformance]",
+    "[sig-node] Lease lease API should be available [Conformance]",
+]
+
+
+@pytest.fixture(scope="module")
+def alone(outcome: Outcome) -> dict[str, dict]:
+    """test -> its report entry from a session of its own: a fresh control plane running that test alone."""
+    if outcome.mode != "cover":
+        pytest.skip("only the coverage mode measures lines")
+    entries = {}
+    for number, name in enumerate(ALONE):
+        run = f"e2e-alone-{number}"
+        work = OUT / "alone" / str(number)
+        session = run_session("cover", run, work, names=[name], kubectl=False)
+        assert session.passed == [name], f"{name} alone: passed {session.passed}, failed {session.failed}"
+        entries[name] = cover_report(work / "auditcov.db", run)[name]
+    return entries
+
+
+def test_each_test_has_its_apiserver_lines_from_exact_boundaries(outcome: Outcome) -> None:
+    """Coverage mode: every boundary snapshot was taken, and every test that ran has kube-apiserver lines of its
+    own, complete (no missing or undecodable snapshot at its edges)."""
+    if outcome.mode != "cover":
+        pytest.skip("only the coverage mode measures lines")
+    with sqlite3.connect(outcome.store) as db:
+        missing = db.execute(
+            "SELECT at_us, missing FROM cover_snapshots WHERE run = ? AND missing IS NOT NULL", (outcome.run,)
+        ).fetchall()
+    assert missing == []
+    tests = cover_report(outcome.store, outcome.run)
+    for name in outcome.passed:
+        assert name in tests, f"{name!r} has no code coverage"
+        assert tests[name]["problems"] == [], f"{name!r}: {tests[name]['problems']}"
+        assert tests[name]["lines_covered"] > 0, f"{name!r} covers no kube-apiserver line"
+
+
+def test_a_test_alone_on_a_fresh_apiserver_covers_nearly_the_same_lines(outcome: Outcome, alone: dict) -> None:
+    """Each of three tests run alone on a fresh apiserver covers nearly the lines it covered in the whole run.
+
+    They cannot be equal: the apiserver works in the background (its controllers, lease and storage-version
+    loops, kube-controller-manager's requests, the previous test's namespace being finalized), so each window
+    holds some lines of that too; and a fresh apiserver runs first-use paths (caches filled, schemas compiled)
+    that the whole run had already taken before. The comparison is written to alone/summary.txt."""
+    tests = cover_report(outcome.store, outcome.run)
+    lines = []
+    for name, single in alone.items():
+        whole, by_itself = covered_lines(tests[name]), covered_lines(single)
+        shared = len(whole & by_itself)
+        lines.append(
+            f"{name}\n    whole run {len(whole)} lines, alone {len(by_itself)}, both {shared} "
+            f"({shared / len(whole | by_itself):.0%} of either), only in the whole run {len(whole - by_itself)}, "
+            f"only alone {len(by_itself - whole)}"
+        )
+        assert shared / len(by_itself) >= 0.8, lines[-1]
+    (OUT / "alone" / "summary.txt").write_text(
+        "== make e2e, tests alone against the whole run ==\n" + "\n".join(lines) + "\n"
+    )
 
 
 def test_every_focused_test_ran_and_passed(outcome: Outcome) -> None:
@@ -280,8 +462,8 @@ def test_every_request_is_mapped_or_explained(outcome: Outcome) -> None:
 def test_blocking_sink_maps_what_it_stored_before_the_catalogue(outcome: Outcome) -> None:
     """In blocking mode auditcov starts before its cluster answers: the events it stored before the catalogue
     arrived were mapped by the sink itself once it did (there is no `remap` here)."""
-    if outcome.mode != "blocking":
-        pytest.skip("only blocking mode starts auditcov before the apiserver")
+    if outcome.mode == "batch":
+        pytest.skip("only blocking webhook modes start auditcov before the apiserver")
     log = outcome.auditcov_log.read_text(errors="replace")
     arrived = re.search(r"endpoint catalogue from .*: (\d+) operations; (\d+) events stored before it mapped", log)
     assert arrived, f"auditcov never logged the catalogue's arrival; see {outcome.auditcov_log}"
