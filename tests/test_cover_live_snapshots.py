@@ -8,16 +8,18 @@ through `cover import` (merge/cover/covdata.py, itself checked against `go tool 
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
+import msgpack
 import orjson
 import pytest
 from click.testing import CliRunner
 from gotool import GO_ENV
 
 from auditcov.merge.cover.importer import import_coverage
-from auditcov.merge.cover.model import CoverageError
+from auditcov.merge.cover.model import Block, CoverageError, Profile
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.snapshots import (
     decode_pending,
@@ -25,6 +27,7 @@ from auditcov.merge.cover.snapshots import (
     load_counters,
     load_layout,
     pending_snapshots,
+    save_snapshot,
     snapshot_counters,
     write_meta,
     write_missing_snapshot,
@@ -201,3 +204,24 @@ def test_a_profile_source_gives_coarse_deltas(snaps, tmp_path):
     assert all(result.coarse and not result.incomplete for result in results)
     with pytest.raises(CoverageError, match="neither a Go counter file nor a Go text profile"):
         write_raw_snapshot(db.conn, run="r", process="p", at_us=1, taken_us=1, raw=b"junk", source="x")
+
+
+def test_a_layout_of_the_first_encoding_reads_the_same_and_keeps_its_hash(tmp_path):
+    """Layouts were first stored with their columns as msgpack lists; the hash is still that form's."""
+    blocks = [Block("a.go", 1, 2, 3, 4), Block("b/c.go", 7, 1, 9, 70000)]
+    first = [["a.go", "b/c.go"], [[0, 1], [1, 7], [2, 1], [3, 9], [4, 70000], [2, 5]]]
+    blob = msgpack.packb(first)
+    old_hash = hashlib.sha256(blob).hexdigest()
+    db = open_store(tmp_path / "old.db")
+    with transaction(db.conn):
+        db.conn.execute("INSERT INTO cover_layouts VALUES (?, 2, ?)", (old_hash, blob))
+    layout = load_layout(db, old_hash)
+    assert [layout.block(0), layout.block(1)] == blocks and list(layout.columns[5]) == [2, 5]
+    profile = Profile("count", dict(zip(blocks, [2, 5], strict=True)), dict(zip(blocks, [1, 0], strict=True)))
+    save_snapshot(db, run="r", process="p", at_us=1, profile=profile, source="s", now_us=0)
+    assert [s.layout for s in list_snapshots(db, "r")] == [old_hash]
+    fresh = open_store(tmp_path / "new.db")
+    save_snapshot(fresh, run="r", process="p", at_us=1, profile=profile, source="s", now_us=0)
+    ((stored_hash, stored),) = fresh.conn.execute("SELECT hash, blocks FROM cover_layouts").fetchall()
+    assert stored_hash == old_hash and stored != blob
+    assert load_layout(fresh, old_hash).blocks([1, 0]) == [blocks[1], blocks[0]]
