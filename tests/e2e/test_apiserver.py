@@ -186,9 +186,12 @@ class Session:
     deploy_problems: list[str] | None
 
 
-def run_session(mode: str, run: str, work: Path, names: list[str] | None = None, kubectl: bool = True) -> Session:
+def run_session(
+    mode: str, run: str, work: Path, names: list[str] | None = None, *, kubectl: bool = True, agent: bool = True
+) -> Session:
     """Start a control plane auditing to a sink in `mode` (batch, blocking, or cover: blocking with the
-    instrumented kube-apiserver and its agent), run the kubectl traffic and the e2e tests, stop everything."""
+    instrumented kube-apiserver and its agent), run the kubectl traffic and the e2e tests, stop everything.
+    `agent=False` runs the cover mode's binary with its agent off (bench/e2e_cover.py compares the two)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     certs = Certificates(work / "pki")
@@ -202,7 +205,7 @@ def run_session(mode: str, run: str, work: Path, names: list[str] | None = None,
         certs,
         webhook_audit(work, certs, webhook_mode),
         cover_binary() if cover else None,
-        apiserver_env=agent_environment(certs, sink_url, run) if cover else None,
+        apiserver_env=agent_environment(certs, sink_url, run) if cover and agent else None,
     )
     # The admin kubeconfig exists from here on (ControlPlane writes it), before auditcov reads it at start.
     live_spec = ["--openapi=auto", f"--kubeconfig={plane.kubeconfig}", f"--default-run={run}"]
@@ -225,7 +228,7 @@ def run_session(mode: str, run: str, work: Path, names: list[str] | None = None,
         passed, failed = junit_results(run_e2e(plane, work, names))
         e2e_seconds = time.monotonic() - started
         plane.wait_for_namespaces(namespaces)
-        if cover:
+        if cover and agent:
             # The end of the last test: a boundary with no test after it.
             sink_post(certs, f"{sink_url}/v1/runs/{run}/snapshots")
         metrics = {name: plane.metric(name) for name in AUDIT_METRICS}
