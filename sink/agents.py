@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import re
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,8 @@ HEALTH_FAILURES = 3
 HEALTH_TIMEOUT_S = 1.0
 #: Meta-data of a kube-apiserver build is a few MB: fetched in the background, with time to spare.
 META_TIMEOUT_S = 30.0
-#: Pending raw snapshots are decoded this long after the last one arrived, so decoding stays out of a burst.
+#: Raw snapshots are decoded only once no boundary has come for this long: decoding holds the GIL for tens of
+#: milliseconds a snapshot at kube-apiserver size, which a boundary in progress would wait for.
 DECODE_DELAY_S = 0.5
 #: The first event of a new test is a boundary only if it reached the sink this soon after the apiserver
 #: received the request: in blocking webhook mode it arrives at once, in batch mode seconds later, when the
@@ -185,6 +187,7 @@ class Agents:
     _sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _decode_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_boundary: float = 0.0  # time.monotonic() of the last boundary
     _decoder_pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="auditcov-decoder")
     )
@@ -365,6 +368,7 @@ class Agents:
         agents = self.live_runs.get(run, [])
         if not agents:
             return []
+        self._last_boundary = time.monotonic()
         taken = await asyncio.gather(*(self._take(agent, context) for agent in agents))
         taken_us = now_us()
         conn = self.writer.db.conn
@@ -467,8 +471,9 @@ class Agents:
         try:
             while True:
                 await self._decode_wanted.wait()
-                await asyncio.sleep(DECODE_DELAY_S)
                 self._decode_wanted.clear()
+                while (quiet := time.monotonic() - self._last_boundary) < DECODE_DELAY_S:
+                    await asyncio.sleep(DECODE_DELAY_S - quiet)
                 await self._decode_all(reader, loop)
         finally:
             await loop.run_in_executor(self._decoder_pool, reader.conn.close)
@@ -477,6 +482,9 @@ class Agents:
         """Decode each pending snapshot on the decoder thread and store it through the writer, one job each."""
         conn = self.writer.db.conn
         for snapshot_id in await loop.run_in_executor(self._decoder_pool, snapshots.pending_snapshots, reader):
+            if time.monotonic() - self._last_boundary < DECODE_DELAY_S:
+                self._decode_wanted.set()  # boundaries again: the rest waits for the next quiet spell
+                return
             try:
                 decoded = await loop.run_in_executor(self._decoder_pool, snapshots.decode_snapshot, reader, snapshot_id)
             except snapshots.MetaPending:
@@ -487,15 +495,6 @@ class Agents:
                 continue
             if decoded is not None:
                 await self.writer.submit(lambda: snapshots.write_decoded(conn, decoded))  # noqa: B023
-
-    async def decode_now(self) -> None:
-        """Decode what is pending now (for a reader that wants the store up to date)."""
-        loop = asyncio.get_running_loop()
-        reader = await loop.run_in_executor(self._decoder_pool, open_store_readonly, self.settings.db)
-        try:
-            await self._decode_all(reader, loop)
-        finally:
-            await loop.run_in_executor(self._decoder_pool, reader.conn.close)
 
 
 def _entry_fields(entry) -> dict:
