@@ -143,7 +143,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 @_query_route
 async def list_runs(request: web.Request) -> web.Response:
-    return await _answer(request, queries.runs)
+    cache = request.app[QUERIES].cache
+    return await _answer(request, cache.runs)
 
 
 @_query_route

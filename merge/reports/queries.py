@@ -12,6 +12,7 @@ test's own e2e.test client (APISnoop's rule); `hits` are `endpointcov.Hits.to_js
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 import sqlite_utils
 
+from auditcov.merge.cover.model import gc_paused
 from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import NotFoundError
 from auditcov.merge.events import format_time
@@ -63,6 +65,11 @@ _ANSWERS_KEPT = 4096
 
 def load_run_data(db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> RunData:
     """Read `run` whole: its endpoint coverage, every test's code coverage, and the indexes over them."""
+    with gc_paused():  # millions of small objects and no cycles: see gc_paused
+        return _load_run_data(db, run, successful_only)
+
+
+def _load_run_data(db: sqlite_utils.Database, run: str, successful_only: bool) -> RunData:
     check_run(db, run)
     coverage = endpoint_coverage(db, run, successful_only=successful_only)
     tags = {name: orjson.loads(text) for name, text in db.conn.execute("SELECT name, tags FROM tests WHERE run = ?",
@@ -122,6 +129,7 @@ class RunCache:
         self._version: int | None = None
         self._entries: dict[tuple[str, bool], tuple[tuple, RunData]] = {}
         self._fingerprints: dict[str, tuple] = {}
+        self._runs: tuple[int, dict] | None = None
         self.builds = 0  # how many times a run was read whole (for tests and the bench)
 
     def get(self, db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> RunData:
@@ -137,9 +145,22 @@ class RunCache:
             key = (run, successful_only)
             entry = self._entries.get(key)
             if entry is None or entry[0] != fingerprint:
+                self._entries.pop(key, None)
                 entry = self._entries[key] = (fingerprint, self._load(db, run, successful_only=successful_only))
                 self.builds += 1
+                # A kept model is millions of objects: left to the cyclic collector, every full collection walks
+                # them all (seconds, in whichever request triggers it; p99 5.8 s in bench/report.py). Frozen,
+                # they are never scanned; the model holds no cycles, so reference counting still frees it.
+                gc.freeze()
             return entry[1]
+
+    def runs(self, db: sqlite_utils.Database) -> dict:
+        """`runs(db)`, computed again only when something was committed (it counts every run's events)."""
+        with self._lock:
+            version = db.conn.execute("PRAGMA data_version").fetchone()[0]
+            if self._runs is None or self._runs[0] != version:
+                self._runs = (version, runs(db))
+            return self._runs[1]
 
 
 def runs(db: sqlite_utils.Database) -> dict:
