@@ -44,11 +44,11 @@ class QueryReader:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditcov-queries")
         self._db: sqlite_utils.Database | None = None
 
-    async def run(self, read: Callable[[sqlite_utils.Database], dict]) -> dict:
+    async def run(self, read: Callable[[sqlite_utils.Database], dict | bytes]) -> dict | bytes:
         """`read(db)` on the query thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, read)
 
-    def _call(self, read: Callable[[sqlite_utils.Database], dict]) -> dict:
+    def _call(self, read: Callable[[sqlite_utils.Database], dict | bytes]) -> dict | bytes:
         if self._db is None:
             self._db = open_store_readonly(self.path)
         try:
@@ -119,8 +119,12 @@ def _query_route(handler: Callable[[web.Request], Awaitable[web.Response]]) -> H
     return authorized
 
 
-async def _answer(request: web.Request, read: Callable[[sqlite_utils.Database], dict]) -> web.Response:
-    return _json(await request.app[QUERIES].run(read))  # NotFoundError: 404 (error_middleware)
+async def _answer(request: web.Request, read: Callable[[sqlite_utils.Database], dict | bytes]) -> web.Response:
+    """The answer `read` gives on the query thread: a dict, or JSON bytes already (NotFoundError: a 404)."""
+    answer = await request.app[QUERIES].run(read)
+    if isinstance(answer, bytes):
+        return web.Response(body=answer, content_type="application/json")
+    return _json(answer)
 
 
 async def _run_answer(request: web.Request, key: tuple, answer: Callable[[queries.RunData], dict]) -> web.Response:
@@ -129,9 +133,10 @@ async def _run_answer(request: web.Request, key: tuple, answer: Callable[[querie
     successful_only = bool(_flag(request, "successful_only"))
     cache = request.app[QUERIES].cache
 
-    def read(db: sqlite_utils.Database) -> dict:
+    def read(db: sqlite_utils.Database) -> bytes:
         data = cache.get(db, run, successful_only=successful_only)
-        return data.remember(key, lambda: answer(data))
+        # Kept serialized: a diff or a big test's answer takes longer to encode than to look up.
+        return data.remember(key, lambda: orjson.dumps(answer(data)))
 
     return await _answer(request, read)
 
@@ -198,7 +203,7 @@ async def diff(request: web.Request) -> web.Response:
 
     def read(db: sqlite_utils.Database) -> dict:
         old, new = cache.get(db, base), cache.get(db, head)
-        return new.remember(("diff", base, old.generation), lambda: diff_runs(old, new))
+        return new.remember(("diff", base, old.generation), lambda: orjson.dumps(diff_runs(old, new)))
 
     return await _answer(request, read)
 

@@ -17,6 +17,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 import sqlite_utils
@@ -44,13 +45,14 @@ class RunData:
     states: dict[str, EndpointState] = field(default_factory=dict)  # operationId -> endpoint
     #: Which build this is: answers computed from it are remembered under it (`remember`).
     generation: int = field(default_factory=lambda: next(_GENERATIONS))
-    _answers: dict[tuple, dict] = field(default_factory=dict)
+    _answers: dict[tuple, object] = field(default_factory=dict)
 
     def test_names(self) -> set[str]:
         return set(self.coverage.tests) | set(self.by_test) | set(self.code)
 
-    def remember(self, key: tuple, compute: Callable[[], dict]) -> dict:
-        """The answer `compute()` gives, computed once per key for this build (a few thousand kept)."""
+    def remember(self, key: tuple, compute: Callable[[], T]) -> T:
+        """What `compute()` gives (an answer, or its JSON), computed once per key for this build (a few thousand
+        kept)."""
         answer = self._answers.get(key)
         if answer is None:
             if len(self._answers) >= _ANSWERS_KEPT:
@@ -60,6 +62,7 @@ class RunData:
 
 
 _GENERATIONS = itertools.count(1)
+T = TypeVar("T")
 _ANSWERS_KEPT = 4096
 
 
