@@ -368,7 +368,7 @@ class Agents:
         agents = self.live_runs.get(run, [])
         if not agents:
             return []
-        self._last_boundary = time.monotonic()
+        started = self._last_boundary = time.monotonic()
         taken = await asyncio.gather(*(self._take(agent, context) for agent in agents))
         taken_us = now_us()
         conn = self.writer.db.conn
@@ -385,6 +385,12 @@ class Agents:
                     snapshots.write_boundary(conn, **common, source=source)
 
         await self.writer.submit(job)
+        # What the boundary costs whoever waits for it (the apiserver in blocking mode, a test runner's marker).
+        log.info(
+            "coverage boundary of run %s at %s (%s): %d agents in %.1f ms, %d missing",
+            run, format_time(at_us), context or "no test", len(taken), (time.monotonic() - started) * 1000,
+            sum(item.missing is not None for item in taken),
+        )  # fmt: skip
         for item in taken:
             item.agent.last_snapshot_us, item.agent.last_missing = at_us, item.missing
             if item.missing is None:

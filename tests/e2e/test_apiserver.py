@@ -337,11 +337,27 @@ def cover_summary(outcome: Outcome) -> str:
     tests = cover_report(outcome.store, outcome.run)
     counts = sorted(test["lines_covered"] for test in tests.values())
     incomplete = [name for name, test in tests.items() if test["problems"]]
+    costs = boundary_costs(outcome.auditcov_log)
     return (
         f"coverage: {snapshots} kube-apiserver snapshots ({missing} missing) over {(last - first) / 1e6:.0f} s; "
         f"{len(tests)} tests with lines, {len(incomplete)} incomplete; lines per test min {counts[0]}, "
         f"median {counts[len(counts) // 2]}, max {counts[-1]}\n"
+        f"boundary cost (the sink's time to snapshot and store before it answers the event opening a test), "
+        f"{len(costs)} boundaries: p50 {percentile(costs, 50):.1f} ms, p99 {percentile(costs, 99):.1f} ms, "
+        f"max {max(costs):.1f} ms\n"
     )
+
+
+def boundary_costs(auditcov_log: Path) -> list[float]:
+    """Milliseconds each boundary that opened a test took, as the sink logged them."""
+    pattern = re.compile(r"coverage boundary of run \S+ at \S+ \((.*)\): \d+ agents in ([\d.]+) ms")
+    found = (pattern.search(line) for line in auditcov_log.read_text(errors="replace").splitlines())
+    return sorted(float(match[2]) for match in found if match and match[1] != "no test")
+
+
+def percentile(values: list[float], percent: float) -> float:
+    """The nearest-rank percentile of sorted `values`."""
+    return values[max(0, int(-(-len(values) * percent // 100)) - 1)] if values else float("nan")
 
 
 #: Tests run again, each alone on a fresh apiserver, to compare with their lines in the whole run.
@@ -358,8 +374,11 @@ def alone(outcome: Outcome) -> dict[str, dict]:
     """test -> its report entry from a session of its own: a fresh control plane running that test alone."""
     if outcome.mode != "cover":
         pytest.skip("only the coverage mode measures lines")
+    names = [name for name in ALONE if name in outcome.passed]
+    if not names:
+        pytest.skip("none of the tests to run alone is in this focus")
     entries = {}
-    for number, name in enumerate(ALONE):
+    for number, name in enumerate(names):
         run = f"e2e-alone-{number}"
         work = OUT / "alone" / str(number)
         session = run_session("cover", run, work, names=[name], kubectl=False)
