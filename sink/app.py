@@ -270,6 +270,9 @@ async def ingest(request: web.Request) -> web.Response:
     except AuditcovError:
         code = 400
         raise
+    except StoreUnavailableError:
+        code = 503
+        raise
     finally:
         app[METRICS].batches.labels(str(code)).inc()
         if code == 200:

@@ -8,9 +8,9 @@ aiohttp runs unchanged) and adds:
 - a header timeout: from a connection's opening, or from the first byte of each later request, the request line
   and headers must arrive within `header_timeout` seconds (`guard_middleware` sees each request start and end);
 - a connection limit: `max_connections`, lowered to the descriptor limit less `RESERVED_DESCRIPTORS` (the store's
-  files, outgoing connections). At the limit a new connection closes the connection that has been idle or
-  stalled longest (no request in progress); when every connection is busy with a request, the new one is
-  answered 503 with Retry-After and closed.
+  files, outgoing connections). At the limit a new connection closes the oldest connection with no request in
+  progress (idle between requests, or stalled before its headers are complete); when every connection is busy
+  with a request, the new one is answered 503 with Retry-After and closed.
 
 A body that stops arriving is cut by `sink.app.read_body` (`body_timeout` between bytes, not for the whole body,
 so a slow but live sender is never cut).
