@@ -2,7 +2,8 @@
 
 Reads a store built by bench/report.py (two runs of 1,000,000 events over 400 tests, every test with code
 coverage; `--store` reuses it, or builds it there when missing) and prints, best of --repeat:
-- making the page (`auditcov report --format html`: the run's model, the document, the file), and its size;
+- making the page (`auditcov report --format html`: the models of both runs, the diff, the document, the file),
+  its size, and its parts for one run: the model, the document from it, the file from the document;
 - in Chromium (`file://`, a fresh profile): from navigation to the first view drawn, then each view the tests
   click (the tests list, a test, one of its files, the code tab, the sunburst zoomed to a level, the diff);
 - baselines from the same run: Chromium loading a blank page, and `JSON.parse` of the page's document alone;
@@ -26,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import build_store
 
 from auditcov.merge.reports.formats import ReportOptions, render_report
+from auditcov.merge.reports.html import render_page, run_data_document
+from auditcov.merge.reports.queries import load_run_data
 from auditcov.merge.store import open_store_readonly
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -65,6 +68,22 @@ def main() -> None:
 
     print(f"make the page (report --format html{' --diff-base ' + args.base if args.base else ''}): "
           f"{best(args.repeat, make):.2f} s, {len(page) / 1e6:.1f} MB")  # fmt: skip
+    # Its parts: the run's model (shared with the query API), then what html.py adds to it.
+    data = None
+
+    def model() -> None:
+        nonlocal data
+        data = load_run_data(db, args.run)
+
+    print(f"  the run's model (queries.load_run_data, cold): {best(args.repeat, model):.2f} s")
+    document = {}
+
+    def build() -> None:
+        nonlocal document
+        document = run_data_document(data)
+
+    print(f"  the page's document from the model (html.run_data_document): {best(args.repeat, build):.2f} s")
+    print(f"  the page from the document (html.render_page): {best(args.repeat, lambda: render_page(document)):.2f} s")
     db.conn.close()
     folder = Path(tempfile.mkdtemp(prefix="auditcov-htmlbench-"))
     html = folder / "report.html"
@@ -94,7 +113,7 @@ def main() -> None:
         test_hash = tab.evaluate("document.querySelector('path.leaf') && 'test/1'")
         file_hash = tab.evaluate(
             "(() => { const d = JSON.parse(document.getElementById('auditcov-data').textContent);"
-            " const code = d.code['1']; return code ? 'file/' + code.lines[0][0] + '/1' : 'code'; })()"
+            " const code = d.code['1']; return code ? 'file/' + d.segments[code.segments[0]][0] + '/1' : 'code'; })()"
         )
         views = [("tests list", "tests"), ("one test", test_hash or "tests"), ("one of its files", file_hash),
                  ("code tab (every file)", "code"), ("sunburst zoomed to stable", "endpoints/stable")]  # fmt: skip
@@ -104,7 +123,8 @@ def main() -> None:
             times = []
             for _ in range(args.repeat):
                 # Start from another view (not timed), so that the hash changes and the view is drawn anew.
-                other = "#code" if target == "tests" else "#tests"
+                here = tab.evaluate("location.hash")
+                other = next(view for view in ("#tests", "#code", "#endpoints") if view not in (here, "#" + target))
                 tab.evaluate(f"{UNREADY}; location.hash = {other!r}")
                 tab.wait_for_selector("#view[data-ready]")
                 tab.evaluate(UNREADY)

@@ -307,27 +307,39 @@ def test_unknown_run_is_a_404_naming_the_runs(store):
         assert sink.stop() == 0
 
 
+def _expand(numbers: list[int]) -> set[int]:
+    """The numbers of `[start, length, gap, length, ...]` runs (each start relative to the end of the run before)."""
+    end, found = 0, set()
+    for gap, length in zip(numbers[::2], numbers[1::2], strict=True):
+        first = end + gap
+        end = first + length - 1
+        found.update(range(first, end + 1))
+    return found
+
+
 def test_the_document_holds_each_tests_lines_exactly(store, report):
-    """The compact line runs decode to exactly the lines of the JSON report (what the page draws from)."""
+    """The compact segments decode to exactly the lines of the JSON report (what the page draws from), and tests
+    that ran a file the same way share its segment."""
     db = open_store_readonly(store)
     try:
         document = page_document(RUN, endpoint_coverage(db, RUN), per_test_coverage(db, RUN))
     finally:
         db.conn.close()
     names = [name for name, _ in document["tests"]]
+    segments = document["segments"]
+    assert len({(file, tuple(numbers)) for file, *numbers in segments}) == len(segments)
+    shared = 0
     for entry in report["tests"]:
         if not entry["code"]:
             continue
-        got = {}
-        for file, *numbers in document["code"][str(names.index(entry["test"]))]["lines"]:
-            end, lines = 0, set()
-            for gap, length in zip(numbers[::2], numbers[1::2], strict=True):
-                first = end + gap
-                end = first + length - 1
-                lines.update(range(first, end + 1))
-            got[document["files"][file]] = lines
+        numbers = _expand(document["code"][str(names.index(entry["test"]))]["segments"])
+        files = [segments[number][0] for number in numbers]
+        assert len(files) == len(set(files))  # one segment per file
+        got = {document["files"][segments[number][0]]: _expand(segments[number][1:]) for number in numbers}
         expected = {f: {n for a, b in spans for n in range(a, b + 1)} for f, spans in entry["code"]["files"].items()}
         assert got == expected, entry["test"]
+        shared += len(numbers)
+    assert len(segments) < shared / 2  # the tests share most of their segments
 
 
 def test_the_diff_against_another_run_shows_what_changed(store, watched):

@@ -12,9 +12,12 @@ The document is compact, for a million events over 400 tests with code coverage 
   sextuples (`how`: the `HOW` bits of the ways the test hit the endpoint; `ok`: those of them with a successful
   hit; `hits`, `successful`: how many events, and how many answered 1xx-3xx); `endpoint_hits`: per endpoint
   index, every event that hit it, `[hits, first, last, {status class: hits}]`;
-- `files`: file names, interned; `code`: per test index, `{"lines": [[file, start, length, gap, length, ...]],
-  "window", "problems", "shared_with", "first_hit_only"}`: each file's covered lines as runs, every number
-  after the file relative to the end of the run before it, so that numbers stay small;
+- `files`: file names, interned; `segments`: the distinct (file, covered lines) pairs of all tests, each
+  `[file, start, length, gap, length, ...]`: the lines as runs, every number after the file relative to the end
+  of the run before it, so that numbers stay small. Tests share most of them (the code every test runs: a
+  kube-apiserver test touches thousands of files, nearly all the same way);
+- `code`: per test index, `{"segments": [start, length, gap, length, ...], "window", "problems", "shared_with",
+  "first_hit_only"}`: the test's segment numbers, ascending, as runs in the same way;
 - `diff` (when asked for): `diff.diff_runs` of the base run and this one, as the query API answers it.
 `FORMAT_VERSION` changes whenever a field changes meaning or goes away.
 """
@@ -27,11 +30,11 @@ from importlib.resources import files
 import orjson
 import sqlite_utils
 
+from auditcov.merge.cover.model import gc_paused
 from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.openapi.catalogue import group_label
-from auditcov.merge.reports.coverjson import line_ranges
 from auditcov.merge.reports.diff import diff_runs
 from auditcov.merge.reports.endpointcov import EndpointCoverage, Hits, merged_hits
 from auditcov.merge.reports.queries import RunData, load_run_data
@@ -50,11 +53,13 @@ def page_document(
     coverage: EndpointCoverage | None,
     code: Iterable[PerTestCoverage],
     *,
+    lines: dict[str, dict[str, set[int]]] | None = None,
     problem: str | None = None,
     diff: dict | None = None,
 ) -> dict:
     """The page's data (see the module docstring). `coverage` is None when the store has no catalogue yet;
-    `problem` then says why the endpoints are missing. `diff` is `diff.diff_runs` of another run and this one."""
+    `problem` then says why the endpoints are missing. `lines` is each test's covered lines per file when the
+    caller has them already (`RunData.lines`). `diff` is `diff.diff_runs` of another run and this one."""
     document: dict = {"format_version": FORMAT_VERSION, "run": run, "generated": format_time(now_us())}
     tests: dict[str, int] = {}
     document["tests"] = []
@@ -70,18 +75,23 @@ def page_document(
     else:
         _add_endpoints(document, coverage, test_index)
     file_index: dict[str, int] = {}
-    document["files"] = []
-    document["code"] = {}
+    segment_index: dict[tuple[str, frozenset[int]], int] = {}
+    document["files"], document["segments"], document["code"] = [], [], {}
     for result in code:
-        entry_lines = []
-        for file, numbers in sorted(result.lines().items()):
-            if file not in file_index:
-                file_index[file] = len(file_index)
-                document["files"].append(file)
-            entry_lines.append([file_index[file], *_runs(line_ranges(numbers))])
+        numbers = []
+        for file, covered in (result.lines() if lines is None else lines.get(result.test, {})).items():
+            key = (file, frozenset(covered))
+            number = segment_index.get(key)
+            if number is None:
+                number = segment_index[key] = len(segment_index)
+                if file not in file_index:
+                    file_index[file] = len(file_index)
+                    document["files"].append(file)
+                document["segments"].append([file_index[file], *_runs(covered)])
+            numbers.append(number)
         window = result.window
         document["code"][str(test_index(result.test, False))] = {
-            "lines": entry_lines,
+            "segments": _runs(numbers),
             "window": None if window is None else [format_time(window.start_us), format_time(window.end_us),
                                                     window.source],
             "problems": result.problems,
@@ -143,14 +153,25 @@ def _hits_json(hits: Hits) -> list:
     return [json["hits"], json["first"], json["last"], json["status"]]
 
 
-def _runs(ranges: list[list[int]]) -> list[int]:
-    """`[[a, b], [c, d]]` as `[a, b - a + 1, c - b, d - c + 1]`: start, length, then gap and length."""
-    numbers: list[int] = []
+def _runs(numbers: Iterable[int]) -> list[int]:
+    """Distinct numbers as runs of consecutive ones, `[start, length, gap, length, ...]`: each start relative to the
+    end of the run before (the first to 0). One loop, no intermediate ranges: the page of a big run encodes some
+    10^5 line sets (a loop measured faster than C-level map/compress passes on sets of a few lines and of
+    thousands)."""
+    encoded: list[int] = []
     end = 0
-    for first, last in ranges:
-        numbers += (first - end, last - first + 1)
-        end = last
-    return numbers
+    first = last = None
+    for number in sorted(numbers):
+        if last is not None and number == last + 1:
+            last = number
+            continue
+        if last is not None:
+            encoded += (first - end, last - first + 1)
+            end = last
+        first = last = number
+    if last is not None:
+        encoded += (first - end, last - first + 1)
+    return encoded
 
 
 def empty_document(setup: str) -> dict:
@@ -200,7 +221,9 @@ def store_document(
 def run_data_document(data: RunData, *, base: RunData | None = None) -> dict:
     """The page's data for one run's `RunData` (the sink's query cache holds them), with the diff against `base`."""
     diff = None if base is None else diff_runs(base, data)
-    return page_document(data.run, data.coverage, data.code.values(), diff=diff)
+    # A big run's document is millions of small objects and no cycles: collections would only walk them again.
+    with gc_paused():
+        return page_document(data.run, data.coverage, data.code.values(), lines=data.lines, diff=diff)
 
 
 def html_report(db: sqlite_utils.Database, run: str, *, base: str | None = None) -> str:

@@ -58,34 +58,45 @@
   const testName = (test) => test.name || "(outside any test)";
   const testLink = (test, cls) => link(testName(test), "test/" + test.index, cls);
 
-  // A test's lines per file as [first, last] runs, decoded from the compact form on first use.
-  function runsOf(entry) {
+  // Code: the distinct (file, covered lines) segments; each test has at most one per file, and most tests share
+  // most of theirs. Numbers come as runs: [start, length, gap, length, ...], each start after the run before.
+  function expandRuns(numbers, offset) {
     const runs = [];
     let end = 0;
-    for (let i = 1; i < entry.length; i += 2) {
-      const first = end + entry[i];
-      end = first + entry[i + 1] - 1;
+    for (let i = offset; i < numbers.length; i += 2) {
+      const first = end + numbers[i];
+      end = first + numbers[i + 1] - 1;
       runs.push([first, end]);
     }
     return runs;
   }
-  let fileIndex = null; // file -> [[test, runs]]
-  function testsByFile() {
+  const segments = (DATA.segments || []).map((entry) => ({ file: entry[0], entry, runs: null, lines: 0, tests: [] }));
+  function runsOf(segment) {
+    if (!segment.runs) {
+      segment.runs = expandRuns(segment.entry, 1);
+      segment.lines = lineCount(segment.runs);
+    }
+    return segment.runs;
+  }
+  let fileIndex = null; // file -> its segments, each knowing its tests
+  function segmentsByFile() {
     if (fileIndex) return fileIndex;
     fileIndex = files.map(() => []);
-    for (const test of tests) {
-      if (!test.code) continue;
-      for (const entry of test.code.lines) fileIndex[entry[0]].push([test.index, runsOf(entry)]);
-    }
+    for (const segment of segments) fileIndex[segment.file].push(segment);
+    for (const test of tests) for (const number of testSegments(test)) segments[number].tests.push(test.index);
     return fileIndex;
+  }
+  function testSegments(test) {
+    if (!test.segs) {
+      test.segs = [];
+      if (test.code) for (const [a, b] of expandRuns(test.code.segments, 0)) for (let n = a; n <= b; n++) test.segs.push(n);
+    }
+    return test.segs;
   }
   const lineCount = (runs) => runs.reduce((sum, [a, b]) => sum + b - a + 1, 0);
   function testLines(test) {
     if (test.lineTotal === undefined) {
-      test.lineTotal = test.code ? test.code.lines.reduce((sum, entry) => {
-        for (let i = 2; i < entry.length; i += 2) sum += entry[i];
-        return sum;
-      }, 0) : 0;
+      test.lineTotal = testSegments(test).reduce((sum, number) => (runsOf(segments[number]), sum + segments[number].lines), 0);
     }
     return test.lineTotal;
   }
@@ -435,7 +446,7 @@
     view.append(el("div", { class: "crumbs" }, link("Tests", "tests"), " › "),
       el("h2", { id: "test-name" }, testName(test)), el("p", {}, test.conformance ? badge("conformance", "conf") : "",
         " ", fmt(test.hits.length) + " endpoints · " + (test.code ? fmt(testLines(test)) + " lines in " +
-        fmt(test.code.lines.length) + " files" : "no code coverage")));
+        fmt(testSegments(test).length) + " files" : "no code coverage")));
     const code = test.code;
     if (code && code.window) {
       const [start, end, source] = code.window;
@@ -461,11 +472,12 @@
         link(endpoints[e].id, "endpoint/" + encodeURIComponent(endpoints[e].id), "mono"),
         el("span", { class: "method" }, endpoints[e].method), howText(how), hitsText(count, successful)])) :
         el("p", { class: "muted" }, "This test hit no endpoint.")));
-    const fileRows = code ? code.lines.slice().sort((a, b) => files[a[0]].localeCompare(files[b[0]])) : [];
+    const fileRows = testSegments(test).map((number) => segments[number])
+      .sort((a, b) => files[a.file].localeCompare(files[b.file]));
     columns.append(el("section", { id: "test-files" }, el("h3", {}, `Code (${fileRows.length} files)`),
-      fileRows.length ? table(["file", "lines", "covered"], fileRows.map((entry) => {
-        const runs = runsOf(entry);
-        return [link(shortFile(files[entry[0]]), `file/${entry[0]}/${test.index}`, "mono"),
+      fileRows.length ? table(["file", "lines", "covered"], fileRows.map((segment) => {
+        const runs = runsOf(segment);
+        return [link(shortFile(files[segment.file]), `file/${segment.file}/${test.index}`, "mono"),
           el("span", { class: "num" }, fmt(lineCount(runs))), el("span", { class: "spans" }, spans(runs))];
       }), "files") : el("p", { class: "muted" }, "No code coverage for this test.")));
   }
@@ -490,9 +502,9 @@
   let fileQuery = "", fileTable = null;
   function fileRows() {
     if (!fileTable) {
-      const index = testsByFile();
-      fileTable = files.map((name, i) => ({ i, name, tests: index[i].length,
-        lines: lineCount(mergeRuns(index[i].flatMap(([, runs]) => runs))) }));
+      const index = segmentsByFile();
+      fileTable = files.map((name, i) => ({ i, name, tests: index[i].reduce((sum, segment) => sum + segment.tests.length, 0),
+        lines: lineCount(mergeRuns(index[i].flatMap(runsOf))) }));
       fileTable.sort((a, b) => a.name.localeCompare(b.name));
     }
     return fileTable;
@@ -518,36 +530,37 @@
   }
 
   function fileView(view, file, mark) {
-    const perTest = testsByFile()[file] || [];
-    // Sweep the tests' runs: each segment of lines ran under one set of tests.
+    const shared = segmentsByFile()[file] || [];
+    // Sweep the file's segments: between two edges, the lines ran under the tests of the segments open there (a
+    // test has one segment per file, so no test is counted twice).
     const edges = new Map();
-    const edge = (line, t, delta) => {
+    const edge = (line, segment, delta) => {
       if (!edges.has(line)) edges.set(line, []);
-      edges.get(line).push([t, delta]);
+      edges.get(line).push([segment, delta]);
     };
-    for (const [t, runs] of perTest) for (const [a, b] of runs) { edge(a, t, 1); edge(b + 1, t, -1); }
-    const active = new Map();
-    const segments = [];
+    for (const segment of shared) for (const [a, b] of runsOf(segment)) { edge(a, segment, 1); edge(b + 1, segment, -1); }
+    const open = new Set();
+    const rows = [];
     let start = null;
     for (const line of [...edges.keys()].sort((a, b) => a - b)) {
-      if (active.size && start !== null) segments.push([start, line - 1, [...active.keys()]]);
-      for (const [t, delta] of edges.get(line)) {
-        const n = (active.get(t) || 0) + delta;
-        if (n) active.set(t, n); else active.delete(t);
+      if (open.size && start !== null) rows.push([start, line - 1, [...open].flatMap((segment) => segment.tests)]);
+      for (const [segment, delta] of edges.get(line)) {
+        if (delta > 0) open.add(segment); else open.delete(segment);
       }
       start = line;
     }
+    const testCount = shared.reduce((sum, segment) => sum + segment.tests.length, 0);
     const crumbs = [link("Code", "code"), " › "];
     if (mark !== undefined) crumbs.unshift(testLink(tests[mark]), " · ");
     view.append(el("div", { class: "crumbs" }, crumbs), el("h2", { class: "mono", id: "file-name" }, files[file]),
-      el("p", { class: "muted" }, `${fmt(lineCount(segments))} lines covered by ${fmt(perTest.length)} tests`));
-    const own = segments.filter(([, , ts]) => ts.includes(mark));
+      el("p", { class: "muted" }, `${fmt(lineCount(rows))} lines covered by ${fmt(testCount)} tests`));
+    const own = rows.filter(([, , ts]) => ts.includes(mark));
     if (mark !== undefined) {
       view.append(el("div", { class: "filters" }, el("label", {}, el("input", { type: "checkbox", id: "filter-ownLines",
         checked: filters.ownLines, onchange: (event) => { filters.ownLines = event.target.checked; render(); } }),
       ` only the ${fmt(lineCount(own))} lines this test ran`)));
     }
-    const body = (mark !== undefined && filters.ownLines ? own : segments).map(([a, b, ts]) => {
+    const body = (mark !== undefined && filters.ownLines ? own : rows).map(([a, b, ts]) => {
       ts.sort((x, y) => tests[x].name.localeCompare(tests[y].name));
       const names = ts.map((t) => el("div", {}, testLink(tests[t], t === mark ? "marked" : "")));
       const listed = names.length <= 3 ? names : [names.slice(0, 2), el("details", {}, el("summary", {},
