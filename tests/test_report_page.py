@@ -384,3 +384,21 @@ def test_report_format_html_with_a_diff_base(store, tmp_path, watched):
         cli, ["report", "--db", str(store), "--run", RUN, "--format", "json", "--diff-base", BASE]
     )
     assert result.exit_code == 1 and "--diff-base applies to html only, not to json" in result.output
+
+
+def test_a_store_without_a_catalogue_still_shows_the_tests_code(tmp_path, watched):
+    events, own = run_events(5, "plain")
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in events))
+    db = tmp_path / "plain.db"
+    result = CliRunner().invoke(cli, ["import", "--db", str(db), "--run", "plain", str(log)])
+    assert result.exit_code == 0, result.output
+    import_code(db, "plain", measure_code(tmp_path, own))
+    html = tmp_path / "plain.html"
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--run", "plain", "--format", "html", "-o", str(html)])
+    assert result.exit_code == 0, result.output
+    watched.open(html.as_uri())
+    assert "auditcov remap" in watched.page.inner_text("#view .notice")
+    watched.go("#tabs a[href='#tests']")
+    names = watched.page.eval_on_selector_all("table.tests a", "links => links.map(a => a.textContent)")
+    assert set(own) <= set(names)

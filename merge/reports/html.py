@@ -17,8 +17,11 @@ The document is compact, for a million events over 400 tests with code coverage 
   of the run before it, so that numbers stay small. Tests share most of them (the code every test runs: a
   kube-apiserver test touches thousands of files, nearly all the same way);
 - `code`: per test index, `{"segments": [start, length, gap, length, ...], "window", "problems", "shared_with",
-  "first_hit_only"}`: the test's segment numbers, ascending, as runs in the same way;
-- `diff` (when asked for): `diff.diff_runs` of the base run and this one, as the query API answers it.
+  "first_hit_only", "incomplete", "coarse"}` (as in `coverjson.lines_of_test_json`): the test's segment
+  numbers, ascending, as runs in the same way;
+- `diff` (when asked for): `diff.diff_runs` of the base run and this one, as the query API answers it;
+- and `run`, `generated`, `catalogue`, `unmatched` (reason -> events), `unmapped` (events not mapped yet),
+  `problem` (why there are no endpoints), `live` (added by the sink: the store's runs).
 `FORMAT_VERSION` changes whenever a field changes meaning or goes away.
 """
 
@@ -97,6 +100,8 @@ def page_document(
             "problems": result.problems,
             "shared_with": sorted(result.shared_with),
             "first_hit_only": result.first_hit_only,
+            "incomplete": result.incomplete,
+            "coarse": result.coarse,
         }  # fmt: skip
     if diff is not None:
         document["diff"] = diff

@@ -365,6 +365,10 @@
       view.append(el("div", { class: "notice" }, DATA.problem || "The store holds no endpoint catalogue."));
       return;
     }
+    if (DATA.unmapped) {
+      view.append(el("div", { class: "notice warn" }, `${fmt(DATA.unmapped)} events are not mapped to endpoints yet ` +
+        "(stored before the catalogue): run `auditcov remap`."));
+    }
     const root = hierarchy(shown());
     const focus = selected ? findNode(root, "/" + [selected.level, selected.group].join("/"))
       : findNode(root, key || "");
@@ -453,6 +457,14 @@
       const sameDay = start.slice(0, 10) === end.slice(0, 10);
       view.append(el("p", { class: "muted" }, `ran ${when(start)} – ${when(end).slice(sameDay ? 11 : 0)} UTC ` +
         `(window from its ${source})`));
+    }
+    if (code && code.incomplete) {
+      view.append(el("div", { class: "notice warn" }, "Incomplete: a process's delta is left out (below), so this " +
+        "test ran more code than shown."));
+    }
+    if (code && code.coarse) {
+      view.append(el("div", { class: "notice" }, "Coarse: some lines come from a profile file that lags the test's " +
+        "boundaries by its flush interval."));
     }
     if (code && code.first_hit_only) {
       view.append(el("div", { class: "notice" }, "Set-mode counters: a line shows only when this test was the first " +
