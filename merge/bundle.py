@@ -6,20 +6,31 @@ A bundle is a folder, in prow's conventions (it goes to `$ARTIFACTS`; JUnit file
   its snapshots use, and the store's catalogue;
 - the reports, rendered from that store (merge/reports/formats.py): `summary.json` (the json report's totals and
   what nothing tested), `apisnoop.json`, `report.html`, `coverage.lcov`, `cobertura.xml`, `junit_auditcov.xml`;
-- `manifest.json`: the run, and each other file's size and sha256.
+- `manifest.json`: the run, the store's file name, and each other file's size and sha256.
+
+`export --gzip` writes the store and the code-coverage reports, the files that grow with the code under test,
+gzipped (`auditcov.db.gz`, `coverage.lcov.gz`, `cobertura.xml.gz`): a kube-apiserver run's bundle is then a
+tenth of its size. The page, the JSON and JUnit files stay as they are, so that a browser and prow's viewers
+open them from the folder.
 
 Merging copies each bundle's store into a new one inside SQLite (ATTACH, then one INSERT ... SELECT per table,
-as coverage.py's `CoverageData.update` does) and renders the reports again. It is idempotent: events keep their
-identity (run, receive time, auditID, stage) and every other table its key, so rows a store already has are
-skipped, and a bundle given twice (the same store, by its sha256) is read once. Bundles of different runs (several
-providers, differently named shards) become one run, named by the caller; their processes are then named
-`<run>:<process>` so that each cluster's coverage stays its own.
+as coverage.py's `CoverageData.update` does) and renders the reports again; `load_bundles` copies them the same
+way into a store of the caller's, new or not, that `auditcov serve` then serves (a gzipped store is first
+decompressed into a temporary file). It is idempotent: events keep their identity (run, receive time, auditID,
+stage) and every other table its key, so rows a store already has are skipped, and a bundle given twice (the
+same store, by its sha256) is read once. Bundles of different runs (several providers, differently named
+shards) become one run, named by the caller; their processes are then named `<run>:<process>` so that each
+cluster's coverage stays its own.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import shutil
 import sqlite3
+import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +50,7 @@ from auditcov.merge.store import choose_run, open_store, open_store_readonly, tr
 
 FORMAT_VERSION = 1
 STORE = "auditcov.db"
+STORE_GZ = f"{STORE}.gz"
 MANIFEST = "manifest.json"
 #: The report files of a bundle and the format each is rendered in (None: the summary, built here).
 REPORTS = {
@@ -49,6 +61,8 @@ REPORTS = {
     "cobertura.xml": "cobertura",
     "junit_auditcov.xml": "junit",
 }
+#: The files `export --gzip` writes gzipped, with `.gz` added to their names (see the module docstring).
+GZIPPED = (STORE, "coverage.lcov", "cobertura.xml")
 #: Tables shared by all runs, copied only as far as the run's snapshots use them.
 _USED_BY_SNAPSHOTS = {"cover_layouts": "layout", "cover_meta": "meta"}
 
@@ -64,6 +78,30 @@ class Bundle:
     directory: Path
     run: str
     files: dict[str, dict]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What `load_bundles` left in a store: the run, its events (and how many of them the load added), tests and
+    coverage snapshots."""
+
+    store: Path
+    run: str
+    bundles: int
+    events: int
+    new_events: int
+    tests: int
+    snapshots: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """A bundle to merge: its folder, run, and store file (plain or gzipped) with that file's sha256."""
+
+    directory: Path
+    run: str
+    store: Path
+    sha256: str
 
 
 def _sha256(path: Path) -> str:
@@ -118,14 +156,15 @@ def _copy_run(conn: sqlite3.Connection, run: str, target: str) -> None:
         )
 
 
-def _check_catalogues(conn: sqlite3.Connection, where: Path) -> None:
-    """A merged store holds one catalogue: the bundles' catalogues must list the same operations."""
+def _check_catalogues(conn: sqlite3.Connection, where: Path, against: str) -> None:
+    """A merged store holds one catalogue: the bundles' catalogues (and the store's) must list the same
+    operations; `against` names what the main store's catalogue came from, for the message."""
     mine = {row[0] for row in conn.execute("SELECT operation_id FROM main.endpoints")}
     theirs = {row[0] for row in conn.execute("SELECT operation_id FROM src.endpoints")}
     if mine and theirs and mine != theirs:
         source = conn.execute("SELECT value FROM src.meta WHERE key = ?", (CATALOGUE_SOURCE_KEY,)).fetchone()
         raise BundleError(
-            f"{where}: its catalogue ({source[0] if source else 'unnamed'}) differs from the bundles' before it: "
+            f"{where}: its catalogue ({source[0] if source else 'unnamed'}) differs from {against}: "
             f"{len(theirs - mine)} operations only in it, {len(mine - theirs)} only in the others"
         )
 
@@ -143,8 +182,9 @@ def _summary(models: RunModels) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def write_reports(directory: Path, run: str, options: ReportOptions) -> Bundle:
-    """Render the reports of the bundle store in `directory` and write its manifest."""
+def write_reports(directory: Path, run: str, options: ReportOptions, *, compress: bool = False) -> Bundle:
+    """Render the reports of the bundle store in `directory` and write its manifest; with `compress`, the files
+    of GZIPPED are then gzipped."""
     db = open_store_readonly(directory / STORE)
     try:
         models = RunModels(db, run, successful_only=options.successful_only)
@@ -153,26 +193,43 @@ def write_reports(directory: Path, run: str, options: ReportOptions) -> Bundle:
             (directory / name).write_bytes(render(models))
     finally:
         db.conn.close()
+    names = [STORE, *REPORTS]
+    if compress:
+        names = [_gzip(directory / name) if name in GZIPPED else name for name in names]
     files = {
-        name: {"size": (directory / name).stat().st_size, "sha256": _sha256(directory / name)}
-        for name in sorted([STORE, *REPORTS])
+        name: {"size": (directory / name).stat().st_size, "sha256": _sha256(directory / name)} for name in sorted(names)
     }
-    manifest = {"format_version": FORMAT_VERSION, "run": run, "files": files}
+    store = STORE_GZ if compress else STORE
+    manifest = {"format_version": FORMAT_VERSION, "run": run, "store": store, "files": files}
     (directory / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     return Bundle(directory, run, files)
 
 
+def _gzip(path: Path) -> str:
+    """Replace the file at `path` by its gzip (`<name>.gz`, with no time or name in its header, so that the same
+    file gives the same bytes); return the new name."""
+    target = path.with_name(f"{path.name}.gz")
+    with path.open("rb") as source, target.open("wb") as raw, gzip.GzipFile("", "wb", 6, raw, mtime=0) as sink:
+        shutil.copyfileobj(source, sink, 1 << 20)
+    path.unlink()
+    return target.name
+
+
 def _new_store(directory: Path) -> sqlite_utils.Database:
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / STORE).exists():
-        raise BundleError(f"{directory}: already holds a bundle ({STORE}); write to a new folder")
+    for name in (STORE, STORE_GZ):
+        if (directory / name).exists():
+            raise BundleError(f"{directory}: already holds a bundle ({name}); write to a new folder")
     db = open_store(directory / STORE)
     db.conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
     return db
 
 
-def export_bundle(db_path: str | Path, run: str | None, directory: Path, options: ReportOptions) -> Bundle:
-    """Write the bundle of `run` (the store's only run when None) of the store at `db_path` into `directory`."""
+def export_bundle(
+    db_path: str | Path, run: str | None, directory: Path, options: ReportOptions, *, compress: bool = False
+) -> Bundle:
+    """Write the bundle of `run` (the store's only run when None) of the store at `db_path` into `directory`;
+    with `compress`, its big files gzipped (see the module docstring)."""
     source = open_store_readonly(db_path)
     try:
         run = choose_run(source, run)
@@ -186,25 +243,52 @@ def export_bundle(db_path: str | Path, run: str | None, directory: Path, options
             db.conn.execute("DETACH DATABASE src")
         finally:
             db.conn.close()
-        return write_reports(directory, run, options)
+        return write_reports(directory, run, options, compress=compress)
 
 
 def read_manifest(directory: Path) -> dict:
-    """A bundle's manifest, after checking that its store is the one the manifest describes."""
+    """A bundle's manifest, after checking that its store (`auditcov.db` or `auditcov.db.gz`, the manifest's
+    `store`) is the one the manifest describes."""
     path = directory / MANIFEST
     try:
         manifest = orjson.loads(path.read_bytes())
-        store = manifest["files"][STORE]
+        name = manifest.get("store", STORE)  # bundles written before `store` was added hold auditcov.db
+        store = manifest["files"][name]
         run = manifest["run"]
     except FileNotFoundError:
         raise BundleError(f"{directory}: not a bundle (no {MANIFEST})") from None
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path}: not a bundle manifest ({exc})") from None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{path}: not a bundle manifest ({exc!r})") from None
     if not isinstance(run, str):
         raise BundleError(f"{path}: 'run' must be a string")
-    if not (directory / STORE).is_file() or _sha256(directory / STORE) != store.get("sha256"):
-        raise BundleError(f"{directory}: {STORE} is missing or does not match the sha256 in {MANIFEST}")
+    if name not in (STORE, STORE_GZ):
+        raise BundleError(f"{path}: 'store' must be {STORE} or {STORE_GZ}, not {name!r}")
+    if not (directory / name).is_file() or _sha256(directory / name) != store.get("sha256"):
+        raise BundleError(f"{directory}: {name} is missing or does not match the sha256 in {MANIFEST}")
     return manifest
+
+
+def _read_inputs(
+    bundles: Iterable[Path], run: str | None, warn: Callable[[str], None]
+) -> tuple[dict[str, _Input], str]:
+    """The distinct bundles (by their store's sha256) and the merged run's name (`run`, or the bundles' one run)."""
+    inputs: dict[str, _Input] = {}
+    for bundle in bundles:
+        manifest = read_manifest(bundle)
+        name = manifest.get("store", STORE)
+        digest = manifest["files"][name]["sha256"]
+        if digest in inputs:
+            warn(f"{bundle}: the same store as {inputs[digest].directory}; read once")
+            continue
+        inputs[digest] = _Input(bundle, manifest["run"], bundle / name, digest)
+    if not inputs:
+        raise BundleError("no bundles to merge")
+    runs = sorted({source.run for source in inputs.values()})
+    if run is None:
+        if len(runs) > 1:
+            raise BundleError(f"the bundles hold runs {', '.join(runs)}: name the merged run with --run")
+        run = runs[0]
+    return inputs, run
 
 
 def merge_bundles(
@@ -216,40 +300,74 @@ def merge_bundles(
     warn: Callable[[str], None] = lambda message: None,
 ) -> Bundle:
     """Combine `bundles` into one bundle in `directory` (see the module docstring)."""
-    inputs: dict[str, tuple[Path, str]] = {}  # store sha256 -> (bundle, its run)
-    for bundle in bundles:
-        manifest = read_manifest(bundle)
-        digest = manifest["files"][STORE]["sha256"]
-        if digest in inputs:
-            warn(f"{bundle}: the same store as {inputs[digest][0]}; read once")
-            continue
-        inputs[digest] = (bundle, manifest["run"])
-    if not inputs:
-        raise BundleError("no bundles to merge")
-    runs = sorted({name for _, name in inputs.values()})
-    if run is None:
-        if len(runs) > 1:
-            raise BundleError(f"the bundles hold runs {', '.join(runs)}: name the merged run with --run")
-        run = runs[0]
+    inputs, run = _read_inputs(bundles, run, warn)
     db = _new_store(directory)
     with _removed_on_error(directory):
-        _merge_into(db, inputs, run)
+        try:
+            _merge_into(db.conn, inputs, run, "the bundles' before it")
+        finally:
+            db.conn.close()
         return write_reports(directory, run, options)
 
 
-def _merge_into(db: sqlite_utils.Database, inputs: dict[str, tuple[Path, str]], run: str) -> None:
+def load_bundles(
+    bundles: Iterable[Path],
+    db_path: str | Path,
+    *,
+    run: str | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> Loaded:
+    """Copy `bundles` into the store at `db_path` (made when missing) as one run, as `merge_bundles` combines
+    them: loading the same bundles again adds nothing."""
+    inputs, run = _read_inputs(bundles, run, warn)
+    db = open_store(db_path)
     try:
-        for bundle, bundle_run in inputs.values():
-            db.conn.execute("ATTACH DATABASE ? AS src", (str(bundle / STORE),))
-            try:
-                _check_catalogues(db.conn, bundle)
-                _copy_run(db.conn, bundle_run, run)
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{bundle / STORE}: cannot merge it: {exc}") from exc
-            finally:
-                db.conn.execute("DETACH DATABASE src")
+        before = _count(db.conn, "events", run)
+        _merge_into(db.conn, inputs, run, f"the catalogue of {db_path}")
+        events = _count(db.conn, "events", run)
+        # A test is known by its client's user agent (tests) or by its markers.
+        (tests,) = db.conn.execute(
+            "SELECT count(*) FROM (SELECT name FROM tests WHERE run = ? UNION SELECT test FROM markers WHERE run = ?)",
+            (run, run),
+        ).fetchone()
+        snapshots = _count(db.conn, "cover_snapshots", run)
     finally:
         db.conn.close()
+    return Loaded(Path(db_path), run, len(inputs), events, events - before, tests, snapshots)
+
+
+def _count(conn: sqlite3.Connection, table: str, run: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0]
+
+
+def _merge_into(conn: sqlite3.Connection, inputs: dict[str, _Input], run: str, against: str) -> None:
+    for source in inputs.values():
+        with _attachable(source.store) as path:
+            conn.execute("ATTACH DATABASE ? AS src", (str(path),))
+            try:
+                _check_catalogues(conn, source.directory, against)
+                _copy_run(conn, source.run, run)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{source.store}: cannot merge it: {exc}") from exc
+            finally:
+                conn.execute("DETACH DATABASE src")
+
+
+@contextmanager
+def _attachable(store: Path) -> Iterator[Path]:
+    """A bundle's store as a file SQLite can attach: itself, or a gzipped one decompressed into a temporary
+    folder (removed afterwards)."""
+    if store.name != STORE_GZ:
+        yield store
+        return
+    with tempfile.TemporaryDirectory(prefix="auditcov-bundle-") as folder:
+        plain = Path(folder) / STORE
+        try:
+            with gzip.open(store) as source, plain.open("wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BundleError(f"{store}: cannot decompress it: {exc}") from None
+        yield plain
 
 
 @contextmanager
@@ -258,6 +376,6 @@ def _removed_on_error(directory: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for name in (STORE, f"{STORE}-wal", f"{STORE}-shm", *REPORTS, MANIFEST):
+        for name in (STORE, f"{STORE}-wal", f"{STORE}-shm", *REPORTS, *(f"{name}.gz" for name in GZIPPED), MANIFEST):
             (directory / name).unlink(missing_ok=True)
         raise

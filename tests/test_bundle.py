@@ -1,11 +1,13 @@
-"""`auditcov export` and `auditcov merge` on real data: a real audit log (audit2rbac's demo run) split into two
-overlapping shards, mapped to the 1.36 spec, with real per-test Go coverage (tests/gocov_sample snapshots, as in
-test_cover_pertest_go.py) in one of them. The merged bundle must equal a bundle of everything imported once, and
-merging again, with a bundle given twice, must change nothing.
+"""`auditcov export` and `auditcov merge` (into a bundle, or a store) on real data: a real audit log (audit2rbac's
+demo run) split into two overlapping shards, mapped to the 1.36 spec, with real per-test Go coverage
+(tests/gocov_sample snapshots, as in test_cover_pertest_go.py) in one of them. The merged bundle must equal a
+bundle of everything imported once, and merging again, with a bundle given twice, must change nothing; so must
+loading bundles into a store twice.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from test_cover_pertest_go import _atomic_snapshots, _import, _markers
 
-from auditcov.merge.bundle import MANIFEST, REPORTS, STORE
+from auditcov.merge.bundle import GZIPPED, MANIFEST, REPORTS, STORE, STORE_GZ
 from auditcov.sink.cli import cli
 
 pytestmark = pytest.mark.go
@@ -131,6 +133,64 @@ def test_merge_of_shards_is_the_whole_run_and_idempotent(tmp_path, fixtures, sna
     assert _rows(twice / STORE) == expected and _files(twice) == _files(bundles[0])
 
 
+def test_export_gzip_and_its_merge(tmp_path, fixtures, snapshots):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    db = _store(tmp_path, "s", fixtures, events, snapshots=snapshots)
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    _invoke("export", "--db", str(db), "--artifacts", str(plain))
+    _invoke("export", "--db", str(db), "--artifacts", str(packed), "--gzip")
+    manifest = orjson.loads((packed / MANIFEST).read_bytes())
+    names = {f"{name}.gz" if name in GZIPPED else name for name in [STORE, *REPORTS]}
+    assert manifest["store"] == STORE_GZ and set(manifest["files"]) == names
+    assert sorted(p.name for p in packed.iterdir()) == sorted([*names, MANIFEST])
+    for name in ("coverage.lcov", "cobertura.xml"):  # the same reports, gzipped
+        assert gzip.decompress((packed / f"{name}.gz").read_bytes()) == (plain / name).read_bytes(), name
+    (tmp_path / "unpacked.db").write_bytes(gzip.decompress((packed / STORE_GZ).read_bytes()))
+    assert _rows(tmp_path / "unpacked.db") == _rows(plain / STORE)
+    # A gzipped bundle merges as the plain one does; written again, it is the same bytes (no time in the gzip).
+    _invoke("merge", str(packed), "-o", str(tmp_path / "m"))
+    assert _rows(tmp_path / "m" / STORE) == _rows(plain / STORE) and _files(tmp_path / "m") == _files(plain)
+    _invoke("export", "--db", str(db), "--artifacts", str(tmp_path / "again"), "--gzip")
+    assert (tmp_path / "again" / STORE_GZ).read_bytes() == (packed / STORE_GZ).read_bytes()
+    # A gzipped store that does not match its manifest is refused, as a plain one is.
+    (packed / STORE_GZ).write_bytes(gzip.compress(b"not a store"))
+    result = CliRunner().invoke(cli, ["merge", str(packed), "--db", str(tmp_path / "x.db")])
+    assert result.exit_code == 1 and "auditcov.db.gz is missing or does not match the sha256" in result.output
+
+
+def test_merge_into_a_store_is_idempotent(tmp_path, fixtures, snapshots):
+    events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
+    whole = _store(tmp_path, "whole", fixtures, events, snapshots=snapshots)
+    shard1 = _store(tmp_path, "shard1", fixtures, events[:25], snapshots=snapshots)
+    shard2 = _store(tmp_path, "shard2", fixtures, events[12:])
+    _invoke("export", "--db", str(whole), "--artifacts", str(tmp_path / "b0"))
+    _invoke("export", "--db", str(shard1), "--artifacts", str(tmp_path / "b1"), "--gzip")
+    _invoke("export", "--db", str(shard2), "--artifacts", str(tmp_path / "b2"))
+    store = tmp_path / "new" / "served.db"
+    store.parent.mkdir()
+    out = _invoke("merge", str(tmp_path / "b1"), str(tmp_path / "b2"), "--db", str(store))
+    assert f"{store}: run 'r' from 2 bundle(s): {len(events)} events ({len(events)} new), 3 tests, 4 coverage " in out
+    expected = _rows(tmp_path / "b0" / STORE)
+    assert _rows(store) == expected
+    # Loading again, and the whole run's bundle too, adds nothing.
+    out = _invoke("merge", str(tmp_path / "b1"), str(tmp_path / "b2"), str(tmp_path / "b0"), "--db", str(store))
+    assert f"{len(events)} events (0 new)" in out and _rows(store) == expected
+    # Into a store holding another run: that run stays as it was, the bundle's is added beside it.
+    other = _store(tmp_path, "other", fixtures, events[:5], run="mine")
+    before = _rows(other)
+    _invoke("merge", str(tmp_path / "b0"), "--db", str(other))
+    after = _rows(other)
+    assert [row[0] for row in after["runs"]] == ["mine", "r"]
+    assert {row for row in after["events"] if "mine" in row} == set(before["events"])
+    assert _invoke("report", "--db", str(other), "--run", "r", "--format", "json") == _invoke(
+        "report", "--db", str(tmp_path / "b0" / STORE), "--run", "r", "--format", "json"
+    )
+    # Exactly one of -o and --db.
+    for args in ([], ["-o", str(tmp_path / "m"), "--db", str(store)]):
+        result = CliRunner().invoke(cli, ["merge", str(tmp_path / "b0"), *args])
+        assert result.exit_code == 2 and "give -o DIR (a merged bundle) or --db STORE" in result.output
+
+
 def test_merge_of_providers_names_one_run(tmp_path, fixtures, snapshots):
     events = (fixtures / "audit/audit2rbac/demo.log").read_bytes().splitlines(keepends=True)
     gke = _store(tmp_path, "gke", fixtures, events, run="gke", snapshots=snapshots)
@@ -180,3 +240,7 @@ def test_bundles_of_different_catalogues_are_refused(tmp_path, fixtures):
         f"{tmp_path / 'b-old'}: its catalogue (" in result.output
         and "differs from the bundles' before it" in result.output
     )
+    # Nor is a bundle loaded into a store whose catalogue differs.
+    _invoke("merge", str(tmp_path / "b-new"), "--db", str(tmp_path / "served.db"))
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path / "b-old"), "--db", str(tmp_path / "served.db")])
+    assert result.exit_code == 1 and f"differs from the catalogue of {tmp_path / 'served.db'}: " in result.output

@@ -1,5 +1,5 @@
-"""`auditcov export` (a run's artifact bundle, for CI) and `auditcov merge` (bundles combined into one):
-merge/bundle.py does the work."""
+"""`auditcov export` (a run's artifact bundle, for CI) and `auditcov merge` (bundles combined into one, or
+loaded into a store): merge/bundle.py does the work."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from pathlib import Path
 
 import click
 
-from auditcov.merge.bundle import export_bundle, merge_bundles
+from auditcov.merge.bundle import export_bundle, load_bundles, merge_bundles
 from auditcov.merge.reports.formats import ReportOptions
 from auditcov.sink.commands import db_option, run_option
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def _warn(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def _done(bundle) -> None:
@@ -30,7 +34,13 @@ def _done(bundle) -> None:
     type=_FOLDER,
     help="The folder to write (env ARTIFACTS, prow's artifacts folder); it must not hold a bundle yet.",
 )
-def export_command(db_path: str, run: str | None, directory: Path) -> None:
+@click.option(
+    "--gzip",
+    "compress",
+    is_flag=True,
+    help="Write the store, coverage.lcov and cobertura.xml gzipped (.gz): a bundle to keep in a repository.",
+)
+def export_command(db_path: str, run: str | None, directory: Path, compress: bool) -> None:
     """Write a run's artifact bundle: its store, summary.json, apisnoop.json, report.html, coverage.lcov,
     cobertura.xml, junit_auditcov.xml and manifest.json (each file's size and sha256).
 
@@ -38,19 +48,37 @@ def export_command(db_path: str, run: str | None, directory: Path) -> None:
 
     Example: auditcov export --db run.db --run e2e-1 --artifacts "$ARTIFACTS"
     """
-    _done(export_bundle(db_path, run, directory, ReportOptions()))
+    _done(export_bundle(db_path, run, directory, ReportOptions(), compress=compress))
 
 
 @click.command("merge")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", "directory", required=True, type=_FOLDER, help="The folder of the merged bundle.")
+@click.option("-o", "--output", "directory", type=_FOLDER, help="The folder of the merged bundle.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Load the bundles into this SQLite store instead (made when missing; `auditcov serve --db` serves it).",
+)
 @click.option("--run", "run", default=None, help="The merged run's name (needed when the bundles' runs differ).")
-def merge_command(bundles: tuple[Path, ...], directory: Path, run: str | None) -> None:
-    """Combine bundles (shards of one run, several providers) into one bundle with the same files.
+def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: Path | None, run: str | None) -> None:
+    """Combine bundles (shards of one run, several providers) into one bundle with the same files (-o), or load
+    them into a store (--db); give exactly one of the two.
 
-    Merging is idempotent: a bundle given twice counts once, and so does any event two bundles share. Bundles of
-    differently named runs become the one run --run names; their processes are then `<run>:<process>`.
+    Merging is idempotent: a bundle given twice counts once, and so does any event two bundles share, or a bundle
+    the store already holds. Bundles of differently named runs become the one run --run names; their processes
+    are then `<run>:<process>`.
 
-    Example: auditcov merge shard-1/ shard-2/ -o merged/
+    Examples: auditcov merge shard-1/ shard-2/ -o merged/
+              auditcov merge examples/e2e-v1.36.3 --db auditcov.db
     """
-    _done(merge_bundles(bundles, directory, ReportOptions(), run=run, warn=lambda text: click.echo(text, err=True)))
+    if (directory is None) == (db_path is None):
+        raise click.UsageError("give -o DIR (a merged bundle) or --db STORE (load into a store): one of the two")
+    if directory is not None:
+        _done(merge_bundles(bundles, directory, ReportOptions(), run=run, warn=_warn))
+        return
+    loaded = load_bundles(bundles, db_path, run=run, warn=_warn)
+    click.echo(
+        f"{loaded.store}: run {loaded.run!r} from {loaded.bundles} bundle(s): {loaded.events} events "
+        f"({loaded.new_events} new), {loaded.tests} tests, {loaded.snapshots} coverage snapshots"
+    )
