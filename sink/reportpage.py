@@ -19,11 +19,14 @@ import hmac
 import sqlite_utils
 from aiohttp import web
 
+from auditcov.merge.errors import StoreError
 from auditcov.merge.reports.html import empty_document, render_page, store_document
 from auditcov.sink.app import QUERY_TOKEN, SETTINGS
 from auditcov.sink.queries import QUERIES
 
 TOKEN_COOKIE = "auditcov_query_token"
+#: The last page built: (run, base, the store's runs) -> (its RunData, the base's, the HTML).
+PAGES = web.AppKey("report_pages", dict)
 _ASK = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <title>auditcov: token required</title></head>
 <body style="font: 15px system-ui, sans-serif; margin: 4em auto; max-width: 32em">
@@ -35,7 +38,8 @@ _ASK = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="
 
 
 def setup_report_page(app: web.Application) -> None:
-    """Serve the report page at `/` (called by `init_app`)."""
+    """Serve the report page at `/` (called by `init_app`, after the query routes)."""
+    app[PAGES] = {}
     app.router.add_get("/", report_page, name="report_page")
 
 
@@ -67,6 +71,7 @@ async def report_page(request: web.Request) -> web.Response:
             return _ask("Give the token from the sink's query_token_file once; the browser keeps it for this sink.")
     settings = app[SETTINGS]
     reader = app[QUERIES]
+    pages = app[PAGES]  # only read and written on the query thread
     run, base = request.query.get("run") or None, request.query.get("base") or None
     base_url = f"{request.scheme}://{request.host}"
 
@@ -77,9 +82,22 @@ async def report_page(request: web.Request) -> web.Response:
 
             return render_page(empty_document(banner(settings, base_url)), title="auditcov: no runs yet")
         chosen = run or runs[0]
+        try:
+            models = (reader.cache.get(db, chosen), None if base is None else reader.cache.get(db, base))
+        except StoreError:  # no catalogue yet: store_document says so, and shows the code
+            models = None
+        # The page of a big run takes seconds to build: it is kept while the query cache holds the same models.
+        key = (chosen, base, tuple(runs))
+        kept = pages.get(key)
+        if models is not None and kept is not None and kept[0] is models[0] and kept[1] is models[1]:
+            return kept[2]
         document = store_document(db, chosen, base=base, load=reader.cache.get)
         document["live"] = {"runs": sorted(runs)}
-        return render_page(document, title=f"auditcov: {chosen}")
+        page = render_page(document, title=f"auditcov: {chosen}")
+        if models is not None:
+            pages.clear()  # one page at a time: it holds megabytes
+            pages[key] = (*models, page)
+        return page
 
     page = await reader.run(read)
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})

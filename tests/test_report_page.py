@@ -34,6 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 #: What Chromium needs as root in a container, and nothing that reaches out (updates, sync, QUIC probes).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+JSON = {"Content-Type": "application/json"}
 RUN = "e2e-1.36.0"
 #: An earlier run of the same suite, to compare with: fewer tests, and each test's code measured on half its events.
 BASE = "e2e-base"
@@ -185,20 +186,30 @@ def test_from_the_sink_a_click_into_a_test_shows_its_endpoints_and_lines(store, 
         assert len(files) == len(chosen["code"]["files"])
         watched.screenshot("report-test")
 
-        # From the test to one of its files: the file's lines, each with the tests that ran it, this one marked.
+        # From the test to one of its files: the lines this test ran, each with the tests that ran it; then every
+        # line of the file, this test's marked.
         watched.go("#test-files a:text-is('openapi/matcher.py')")
         assert page.inner_text("#file-name").endswith("merge/openapi/matcher.py")
-        marked = page.eval_on_selector_all(
-            "table.lines tr.hit td:first-child", "cells => cells.map(c => c.textContent)"
-        )
         file = next(name for name in chosen["code"]["files"] if name.endswith("merge/openapi/matcher.py"))
         lines = {n for a, b in chosen["code"]["files"][file] for n in range(a, b + 1)}
-        marked_lines = set()
-        for text in marked:
-            first, _, last = text.partition("\u2013")  # an en dash, as the page writes ranges
-            marked_lines.update(range(int(first), int(last or first) + 1))
-        assert marked_lines == lines
+
+        def shown_lines(rows: str) -> set[int]:
+            found = set()
+            for text in page.eval_on_selector_all(f"{rows} td:first-child", "cells => cells.map(c => c.textContent)"):
+                first, _, last = text.partition("\u2013")  # an en dash, as the page writes ranges
+                found.update(range(int(first), int(last or first) + 1))
+            return found
+
+        assert shown_lines("table.lines tbody tr") == lines
+        first_names = page.eval_on_selector_all(
+            "table.lines td.names > div:first-child a", "a => a.map(x => x.textContent)"
+        )
+        assert set(first_names) == {chosen["test"]}  # listed first wherever it ran
         watched.screenshot("report-file")
+        page.uncheck("#filter-ownLines")
+        page.wait_for_selector("#view[data-ready]")
+        assert shown_lines("table.lines tr.hit") == lines
+        assert shown_lines("table.lines tbody tr") > lines  # other tests ran other lines of the matcher
     finally:
         assert sink.stop() == 0
 
@@ -402,3 +413,25 @@ def test_a_store_without_a_catalogue_still_shows_the_tests_code(tmp_path, watche
     watched.go("#tabs a[href='#tests']")
     names = watched.page.eval_on_selector_all("table.tests a", "links => links.map(a => a.textContent)")
     assert set(own) <= set(names)
+
+
+def test_the_live_page_is_rebuilt_only_when_its_run_changes(store, tmp_path):
+    db = tmp_path / "copy.db"
+    shutil.copy(store, db)
+    sink = Sink(db)
+    try:
+
+        def page() -> bytes:
+            with urllib.request.urlopen(f"{sink.url}/?run={RUN}", timeout=60) as answer:
+                return answer.read()
+
+        first = page()
+        assert page() == first  # the same build, down to its "generated" time
+        events, _ = run_events(1, RUN)
+        later = dict(events[1], auditID="a-later-one", requestReceivedTimestamp="2026-05-01T00:00:00.000000Z")
+        request = urllib.request.Request(f"{sink.url}/v1/audit/{RUN}", event_list([later]), JSON)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        assert page() != first
+    finally:
+        assert sink.stop() == 0

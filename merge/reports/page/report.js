@@ -573,11 +573,12 @@
       ` only the ${fmt(lineCount(own))} lines this test ran`)));
     }
     const body = (mark !== undefined && filters.ownLines ? own : rows).map(([a, b, ts]) => {
-      ts.sort((x, y) => tests[x].name.localeCompare(tests[y].name));
+      ts.sort((x, y) => (y === mark) - (x === mark) || tests[x].name.localeCompare(tests[y].name));
       const names = ts.map((t) => el("div", {}, testLink(tests[t], t === mark ? "marked" : "")));
       const listed = names.length <= 3 ? names : [names.slice(0, 2), el("details", {}, el("summary", {},
         `and ${names.length - 2} more`), names.slice(2))];
-      return el("tr", { class: ts.includes(mark) ? "hit" : "" }, el("td", { class: "num mono" }, a === b ? a : a + "–" + b),
+      // With every line shown, those the test ran stand out.
+      return el("tr", { class: ts.includes(mark) && !filters.ownLines ? "hit" : "" }, el("td", { class: "num mono" }, a === b ? a : a + "–" + b),
         el("td", { class: "num" }, ts.length), el("td", { class: "names" }, listed));
     });
     view.append(el("table", { class: "list lines" }, el("thead", {}, el("tr", {}, el("th", { class: "num" }, "lines"),
