@@ -234,8 +234,10 @@ def without_bodies(data: bytes) -> tuple[bytes, str]:
     except JSONShapeError:
         members = []
     if not members:
-        cut = min(at for key in BODY_KEYS if (at := data.find(b'"' + key)) >= 0)
-        return data[:cut], "its bodies (it is cut where they begin)"
+        found = [at for key in BODY_KEYS if (at := data.find(b'"' + key)) >= 0]
+        if not found:  # only an escape brought it here; an escaped key in a broken item cannot be told
+            return data, ""
+        return data[: min(found)], "its bodies (it is cut where they begin)"
     kept = [m for m in members if _member_name(m.key) not in BODY_KEYS]
     if len(kept) == len(members):
         return data, ""

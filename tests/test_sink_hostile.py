@@ -23,6 +23,7 @@ from sink_support import FIXTURES, event, event_list
 
 from auditcov.merge.store import open_store_readonly
 from auditcov.sink.connections import connection_limit
+from auditcov.sink.ingest import without_bodies
 from auditcov.sink.server import start_sink
 from auditcov.sink.settings import Settings
 
@@ -172,6 +173,19 @@ async def test_without_keep_bodies_no_body_reaches_the_store_or_the_log(sink, se
     assert all(
         SECRET.encode() not in (base64.b64decode(raw) if enc == "base64" else raw.encode()) for enc, raw, _ in raws
     )
+
+
+@pytest.mark.parametrize(
+    ("item", "kept"),
+    [
+        (b'{"a": "\\u0041", "requestObject": {"p": 1}}', b'{"a": "\\u0041"}'),
+        (b'["\\u0041"', b'["\\u0041"'),  # broken, with an escape but no body: kept whole
+        (b'{"x": 1, "responseObject": [1', b'{"x": 1, '),  # broken: cut where the body begins
+        (b'"requestObject"', b""),
+    ],
+)
+def test_without_bodies(item, kept):
+    assert without_bodies(item)[0] == kept
 
 
 async def test_nothing_stalled_stays_open(tmp_path, session):
