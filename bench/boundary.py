@@ -6,8 +6,10 @@ webhook mode does, a one-event EventList that opens a new test (a RequestReceive
 each run, in turn, and times the answer: the difference is the boundary (the sink asks the agent for its
 counters and stores them before answering). Between rounds the program does some work, and the test's closing
 event is sent, so each test has a real delta. Then it waits for the sink to decode the raw snapshots and times
-`per_test_coverage(db, run, test=T)` (one test's delta and lines) from the stored snapshots, and the in-memory
-decoding a report does of snapshots a killed sink left raw.
+`per_test_coverage(db, run, test=T)` (one test's delta and lines) from the stored snapshots, warm (one process,
+its layout read once) and cold (a fresh process per test, as `auditcov cover report --test T` is), each beside
+the time to read the two snapshot rows at the test's edges from SQLite, and the in-memory decoding a report does
+of snapshots a killed sink left raw.
 
 The agent: `--agent-url URL` (one already running, e.g. a kube-apiserver built with `auditcov cover build`),
 `--agent-binary BIN [--agent-arg ARG ...]` (started here with AUDITCOV_AGENT=127.0.0.1:0), or by default a
@@ -240,22 +242,62 @@ def _count(db: Path, sql: str) -> float:
         store.conn.close()
 
 
-def delta_times(db: Path, rounds: int) -> tuple[list[float], int, int]:
-    """Seconds for one test's delta and lines, for a spread of tests; the blocks of the last test's delta, and
-    of the layout."""
+#: One test's delta and lines in a fresh process: seconds to read its two edge rows (own connection), then for
+#: the delta from opening the store on (imports not counted: they are the same for every command).
+COLD_DELTA = """
+import sys, time
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.store import open_store_readonly
+sys.path.insert(0, sys.argv[1])
+from boundary import read_edge_rows
+store = open_store_readonly(sys.argv[2])
+rows = read_edge_rows(store, int(sys.argv[3]))
+store.conn.close()
+started, cpu = time.perf_counter(), time.process_time()
+store = open_store_readonly(sys.argv[2])
+(result,) = per_test_coverage(store, "with-agent", test=f"[sig-bench] test {sys.argv[3]}")
+result.lines()
+print(rows, time.perf_counter() - started, time.process_time() - cpu)
+"""
+
+
+def read_edge_rows(store, n: int) -> float:
+    """Seconds to read the counters of the snapshots at test n's edges (the boundary opening it, and the next)."""
+    started = time.perf_counter()
+    rows = store.conn.execute(
+        "SELECT counters FROM cover_snapshots WHERE id IN "
+        "(SELECT id FROM cover_snapshots WHERE run = 'with-agent' ORDER BY at_us LIMIT 2 OFFSET ?)",
+        (n,),
+    ).fetchall()
+    assert len(rows) == 2 and all(rows[0] + rows[1]), rows
+    return time.perf_counter() - started
+
+
+def delta_times(db: Path, rounds: int) -> tuple[dict[str, list[float]], int, int]:
+    """Seconds for one test's delta and lines, for a spread of tests, warm and cold, each with the edge rows'
+    read beside it; the blocks of the last test's delta, and of the layout."""
+    tests = list(range(0, rounds, max(1, rounds // 10)))
     store = open_store_readonly(db)
     try:
-        seconds, changed = [], 0
-        for n in range(0, rounds, max(1, rounds // 10)):
-            started = time.perf_counter()
+        seconds = {"warm": [], "warm rows": [], "warm cpu": [], "cold": [], "cold rows": [], "cold cpu": []}
+        per_test_coverage(store, "with-agent", test="[sig-bench] test 0")  # the layout, read once per process
+        for n in tests:
+            seconds["warm rows"].append(read_edge_rows(store, n))
+            started, cpu = time.perf_counter(), time.process_time()
             (result,) = per_test_coverage(store, "with-agent", test=f"[sig-bench] test {n}")
             result.lines()
-            seconds.append(time.perf_counter() - started)
+            seconds["warm"].append(time.perf_counter() - started)
+            seconds["warm cpu"].append(time.process_time() - cpu)
             changed = len(result.profile.counts)
         blocks = store.conn.execute("SELECT MAX(block_count) FROM cover_layouts").fetchone()[0]
-        return seconds, changed, blocks
     finally:
         store.conn.close()
+    for n in tests:
+        command = [sys.executable, "-c", COLD_DELTA, str(Path(__file__).parent), str(db), str(n)]
+        figures = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+        for key, value in zip(("cold rows", "cold", "cold cpu"), figures, strict=True):
+            seconds[key].append(float(value))
+    return seconds, changed, blocks
 
 
 async def raw_decode_times(agent: str, token: str, source_db: Path, folder: Path) -> list[float]:
@@ -320,12 +362,14 @@ def main() -> None:
             times = asyncio.run(measure(url, agent, token, args.rounds, work_url, db))
             load_after = os.getloadavg()
             started = time.perf_counter()
-            while _count(db, "SELECT COUNT(*) FROM cover_snapshots WHERE raw IS NOT NULL AND counters IS NULL"):
+            pending = "SELECT COUNT(*) FROM cover_snapshots WHERE typeof(raw) <> 'null' AND typeof(counters) = 'null'"
+            while _count(db, pending):
                 time.sleep(0.2)
             decode_wait = time.perf_counter() - started
             missing = _count(db, "SELECT COUNT(*) FROM cover_snapshots WHERE missing IS NOT NULL")
             counters_size = _count(db, "SELECT AVG(LENGTH(counters)) FROM cover_snapshots")
             deltas, changed, blocks = delta_times(db, args.rounds)
+            load_deltas = os.getloadavg()
             raw = asyncio.run(raw_decode_times(agent, token, db, Path(tmp)))
         finally:
             sink.terminate()
@@ -354,9 +398,16 @@ def main() -> None:
         f"decoding caught up:         {decode_wait:.1f} s after the last boundary "
         f"(stored counters: {counters_size / 1024:.0f} KiB a snapshot)"
     )
+    for kind in ("warm", "cold"):
+        rows, cpu = deltas[f"{kind} rows"], deltas[f"{kind} cpu"]
+        print(
+            f"one test's delta, {kind}:     {statistics.median(deltas[kind]) * ms:5.1f} ms median "
+            f"{max(deltas[kind]) * ms:5.1f} ms max, CPU {statistics.median(cpu) * ms:.1f} ms median (reading its two "
+            f"snapshot rows: {statistics.median(rows) * ms:.1f} ms median {max(rows) * ms:.1f} ms max)"
+        )
     print(
-        f"one test's delta and lines: {statistics.median(deltas) * ms:.0f} ms median, {max(deltas) * ms:.0f} ms max "
-        f"({len(deltas)} tests; {changed:,} changed blocks in the last)"
+        f"                            ({len(deltas['warm'])} tests; {changed:,} changed blocks in the last; cold: a "
+        f"fresh process each, from opening the store; load average {load_deltas[0]:.2f})"
     )
     print(
         f"decoding a raw snapshot:    {raw[0] * ms:.0f} ms the first (meta-data parsed), "

@@ -10,7 +10,8 @@ Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
        of by (run, audit_id, stage); events_by_time is gone (the identity index starts with the same columns).
     3: live coverage: cover_agents and cover_meta; a cover_snapshots row may hold an agent's raw counter bytes
        (decoded later into layout and counters) or say why the snapshot is missing, and records when it was
-       taken; quarantine.raw_encoding, so an item that is not valid UTF-8 is kept byte for byte.
+       taken (its counters a packed array; msgpack lists are still read); quarantine.raw_encoding, so an item
+       that is not valid UTF-8 is kept byte for byte.
 """
 
 from __future__ import annotations
@@ -183,9 +184,10 @@ CREATE TABLE IF NOT EXISTS cover_layouts (
     hash TEXT PRIMARY KEY,             -- sha256 (hex) of the layout as msgpack [files, [six lists of integers]]
     block_count INTEGER NOT NULL,      -- how many blocks the layout lists
     blocks BLOB NOT NULL               -- msgpack [files, [six columns, one entry per block: file index, start
-                                       --   line, start col, end line, end col, statements]], blocks sorted; each
-                                       --   column a little-endian uint32 array as bytes (or, as first written, a
-                                       --   list of integers)
+                                       --   line, start col, end line, end col, statements], "zlib"], blocks
+                                       --   sorted; each column a little-endian uint32 array as bytes,
+                                       --   zlib-compressed (or, as first written, [files, columns] with each column
+                                       --   a list of integers, or an uncompressed array)
 );
 
 -- Coverage agents: the processes under test whose counters the sink collects at test boundaries (an agent
@@ -228,14 +230,18 @@ CREATE TABLE IF NOT EXISTS cover_snapshots (
     taken_us INTEGER,                  -- when the sink actually had them; NULL for imports
     mode TEXT,                         -- set, count or atomic (Go's cover modes); NULL until decoded or when missing
     layout TEXT REFERENCES cover_layouts (hash),  -- NULL until decoded or when missing
-    counters BLOB,                     -- msgpack list of counts, one per block of the layout, in its order; NULL
-                                       --   until decoded or when missing
-    raw BLOB,                          -- the counter file (`runtime/coverage.WriteCounters`) as sent, or for a
-                                       --   profile source the text profile as read; NULL for imports, and once
-                                       --   decoded (kept when undecodable, with `missing` saying why)
     meta TEXT REFERENCES cover_meta (hash),  -- the meta-data raw's counters belong to; NULL for imports
     missing TEXT,                      -- why there are no counters; NULL when there are (or will be, once decoded)
     source TEXT NOT NULL,              -- the file, directory or agent it came from, for messages
+    -- The two blobs come last: SQLite reaches a column stored after a large blob only by reading the blob's
+    -- overflow pages, so listing snapshots would read every counter array.
+    counters BLOB,                     -- counts, one per block of the layout, in its order: the array typecode
+                                       --   ('I' uint32, or 'Q' uint64 when a count needs it) as one byte, then the
+                                       --   little-endian array, zlib-compressed (or, as first written, a msgpack
+                                       --   list of integers); NULL until decoded or when missing
+    raw BLOB,                          -- the counter file (`runtime/coverage.WriteCounters`) as sent, or for a
+                                       --   profile source the text profile as read; NULL for imports, and once
+                                       --   decoded (kept when undecodable, with `missing` saying why)
     UNIQUE (run, process, at_us)
 );
 

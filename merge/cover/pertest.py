@@ -29,6 +29,7 @@ Python lines come from coverage.py contexts (already per test) and are added to 
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,7 +40,7 @@ from auditcov.merge.cover.model import CoverageError, Profile
 from auditcov.merge.cover.pycoverage import add_python_lines
 from auditcov.merge.cover.snapshots import (
     Snapshot,
-    changed_blocks,
+    changed_counts,
     list_snapshots,
     load_layout,
     load_python_lines,
@@ -169,9 +170,8 @@ class _Deltas:
                 f"(block layout or mode differs), so they cannot be subtracted"
             )
             return
-        before_counts, after_counts = old.counts, new.counts
-        changed = changed_blocks(before_counts, after_counts)
-        if any(after_counts[i] < before_counts[i] for i in changed):
+        changed, before_counts, after_counts = changed_counts(old, new)
+        if any(map(operator.lt, after_counts, before_counts)):
             result.problem(
                 f"process {process!r}: counters went down between {before.source} and {after.source} "
                 f"(the process restarted or cleared its counters)"
@@ -183,8 +183,10 @@ class _Deltas:
             result.coarse = True
         layout = self._layout(new.layout)
         statements = layout.columns[5]
-        for block, i in zip(layout.blocks(changed), changed, strict=True):
-            result.profile.add(block, statements[i], after_counts[i] - before_counts[i])
+        for block, i, count_before, count_after in zip(
+            layout.blocks(changed), changed, before_counts, after_counts, strict=True
+        ):
+            result.profile.add(block, statements[i], count_after - count_before)
 
 
 def per_test_coverage(db: sqlite_utils.Database, run: str, *, test: str | None = None) -> list[PerTestCoverage]:
