@@ -420,6 +420,31 @@ async def test_registration_over_tls_with_the_sink_ca(demo, tmp_path):
 
 
 @pytest.mark.go
+async def test_registration_over_mtls_with_a_client_certificate(demo, tmp_path):
+    # A sink with client_ca (as make e2e's): the agent presents AUDITCOV_SINK_CERT/AUDITCOV_SINK_KEY.
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    client = ca.issue_cert("agent.auditcov-test")
+    client.cert_chain_pems[0].write_to_path(tmp_path / "agent.pem")
+    client.private_key_pem.write_to_path(tmp_path / "agent-key.pem")
+    port = free_port()
+    env = {
+        "AUDITCOV_AGENT": "127.0.0.1:0",
+        "AUDITCOV_SINK": f"https://127.0.0.1:{port}",
+        "AUDITCOV_SINK_CA": str(tmp_path / "ca.pem"),
+        "AUDITCOV_SINK_CERT": str(tmp_path / "agent.pem"),
+        "AUDITCOV_SINK_KEY": str(tmp_path / "agent-key.pem"),
+    }
+    async with sink(port, answers=[200], ssl_context=server_context) as received, running(demo.binary, env) as program:
+        await program.wait_for_log(r"^auditcov-agent: registered with https://\S+/v1/runs/default/agents as agentdemo$")
+    assert [run for run, _, _ in received] == ["default"]
+
+
+@pytest.mark.go
 def test_coverpkg_and_a_users_overlay_pass_through(tmp_path, monkeypatch):
     before = _tree(DEMO)
     (tmp_path / "extra.go").write_text(

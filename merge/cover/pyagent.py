@@ -79,6 +79,8 @@ class AgentConfig:
     run: str = "default"
     sink: str | None = None
     sink_ca: str | None = None
+    sink_cert: str | None = None  # a client certificate and its key, for a sink that requires them (mTLS)
+    sink_key: str | None = None
     sink_token_file: str | None = None
     agent_token_file: str | None = None
     allow_remote: bool = False
@@ -93,6 +95,8 @@ class AgentConfig:
             run=environ.get("AUDITCOV_RUN") or "default",
             sink=environ.get("AUDITCOV_SINK") or None,
             sink_ca=environ.get("AUDITCOV_SINK_CA") or None,
+            sink_cert=environ.get("AUDITCOV_SINK_CERT") or None,
+            sink_key=environ.get("AUDITCOV_SINK_KEY") or None,
             sink_token_file=environ.get("AUDITCOV_TOKEN_FILE") or None,
             agent_token_file=environ.get("AUDITCOV_AGENT_TOKEN_FILE") or None,
             allow_remote=environ.get("AUDITCOV_AGENT_ALLOW_REMOTE") == "1",
@@ -349,7 +353,14 @@ class SinkClient:
     def __init__(self, config: AgentConfig):
         self.config = config
         self.base = config.sink.rstrip("/")
-        self.context = ssl.create_default_context(cafile=config.sink_ca) if config.sink_ca else None
+        self.context = None
+        if config.sink_ca or config.sink_cert:
+            self.context = ssl.create_default_context(cafile=config.sink_ca)
+            if config.sink_cert:
+                try:
+                    self.context.load_cert_chain(config.sink_cert, config.sink_key)
+                except (OSError, ssl.SSLError) as exc:
+                    log(f"AUDITCOV_SINK_CERT/AUDITCOV_SINK_KEY: {exc}; calling the sink without a client certificate")
         try:
             self.token = read_token(config.sink_token_file, "AUDITCOV_TOKEN_FILE")
         except AgentError as exc:

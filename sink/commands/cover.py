@@ -128,7 +128,8 @@ def run_command(
     this command's. The agent serves its API (health, context, data, clear) on a loopback port, registers with
     the sink, which switches its context to each test at the test's boundaries, and sends its data file to the
     sink at exit (also on SIGTERM). The other settings are the Go agent's environment variables:
-    AUDITCOV_AGENT_TOKEN_FILE, AUDITCOV_AGENT_ALLOW_REMOTE, AUDITCOV_SINK_CA, AUDITCOV_TOKEN_FILE.
+    AUDITCOV_AGENT_TOKEN_FILE, AUDITCOV_AGENT_ALLOW_REMOTE, AUDITCOV_SINK_CA, AUDITCOV_SINK_CERT and
+    AUDITCOV_SINK_KEY (a client certificate for an mTLS sink), AUDITCOV_TOKEN_FILE.
 
     Example: auditcov cover run --sink http://127.0.0.1:8080 --run e2e-1 -- python -m myservice --port 9000
     """
