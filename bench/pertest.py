@@ -87,7 +87,7 @@ def main() -> None:
         f"store one snapshot:         median {save_seconds[len(save_seconds) // 2] * 1000:.0f} ms, "
         f"max {save_seconds[-1] * 1000:.0f} ms"
     )
-    print(f"counters per snapshot:      {counters_bytes / args.snapshots / 1024:.0f} KiB (msgpack)")
+    print(f"counters per snapshot:      {counters_bytes / args.snapshots / 1024:.0f} KiB (stored)")
     print(f"layout, stored once:        {layout_bytes / 1024:.0f} KiB")
     print(f"store file after VACUUM:    {store_bytes / 2**20:.1f} MiB")
     print(
