@@ -45,6 +45,7 @@ import orjson
 
 from auditcov.merge.decode import Malformed, decode_items
 from auditcov.merge.errors import BadBodyError
+from auditcov.merge.events import item_json
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -190,7 +191,7 @@ def unwrap(item: object, origin: str) -> object:
     if not isinstance(item, dict):
         return item
     if "protoPayload" in item:
-        return Malformed(orjson.dumps(item).decode(), f"{origin}: {GKE_REASON}")
+        return Malformed(item_json(item), f"{origin}: {GKE_REASON}")
     properties = item.get("properties")
     if isinstance(properties, dict) and item.get("category") in _AKS_CATEGORIES and "log" in properties:
         inner = properties["log"]
@@ -199,7 +200,7 @@ def unwrap(item: object, origin: str) -> object:
                 return orjson.loads(inner)
             except orjson.JSONDecodeError as exc:
                 reason = f"{origin}: AKS record: properties.log is not JSON: {exc}"
-                return Malformed(orjson.dumps(item).decode(), reason)
+                return Malformed(item_json(item), reason)
         return inner
     return item
 

@@ -15,6 +15,7 @@ stored only when the caller asks.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -127,6 +128,19 @@ class AuditEvent(msgspec.Struct, rename=_wire_name, **_STRUCT):
 def json_text(raw: msgspec.Raw) -> str | None:
     """An undecoded JSON value (`AuditEvent.request_object`, ...) as text; None when absent or null."""
     return None if not raw or raw == b"null" else bytes(raw).decode()
+
+
+def item_json(item: object) -> str:
+    """A decoded item as JSON text, for keeping it raw (quarantine): one orjson cannot write (nested past 255
+    levels, ...) by the standard library, or, if that fails too, a note saying so."""
+    try:
+        return orjson.dumps(item).decode()
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(item)
+    except (RecursionError, TypeError, ValueError) as exc:
+        return f"(the item cannot be written as JSON: {exc})"
 
 
 _EVENT = msgspec.json.Decoder(AuditEvent)

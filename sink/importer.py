@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import orjson
-
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import BadEventError
 from auditcov.merge.eventfiles import AuditFile, FileItem, read_files
-from auditcov.merge.events import event_from_json
+from auditcov.merge.events import event_from_json, item_json
 from auditcov.sink.ingest import Ingestor, IngestResult
 from auditcov.sink.replay import batches
 
@@ -90,5 +88,5 @@ def located(entry: FileItem) -> object:
     try:
         event_from_json(item)
     except BadEventError as exc:
-        return Malformed(orjson.dumps(item).decode(), f"{entry.origin}: {exc}")
+        return Malformed(item_json(item), f"{entry.origin}: {exc}")
     return item

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ import sqlite_utils
 
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import AuditcovError, BadEventError
-from auditcov.merge.events import AuditEvent, event_from_json, json_text, now_us
+from auditcov.merge.events import AuditEvent, event_from_json, item_json, json_text, now_us
 from auditcov.merge.rawjson import JSONShapeError, children, skip_whitespace
 from auditcov.merge.store import ensure_run, transaction
 from auditcov.merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
@@ -194,7 +193,7 @@ class Ingestor:
 
     def _quarantine(self, batch: PreparedBatch, item: object, reason: str) -> None:
         """Set an item aside with its reason: its bytes identify it; without keep_bodies, its bodies stay out."""
-        raw = item.raw if item.__class__ is Malformed else _item_json(item)
+        raw = item.raw if item.__class__ is Malformed else item_json(item)
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(data).hexdigest()
         if not self.keep_bodies:
@@ -251,19 +250,6 @@ def _member_name(key: bytes) -> bytes:
         return orjson.loads(key).encode()
     except (orjson.JSONDecodeError, AttributeError, UnicodeEncodeError):
         return key
-
-
-def _item_json(item: object) -> str:
-    """A decoded item as JSON text; one orjson cannot write (nested past 255 levels, ...) by the standard library,
-    or, if that fails too, a note saying so."""
-    try:
-        return _to_json(item)
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return json.dumps(item)
-    except (RecursionError, TypeError, ValueError) as exc:
-        return f"(the item cannot be written as JSON: {exc})"
 
 
 def _insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -421,3 +422,30 @@ async def test_a_batch_whose_transaction_fails_otherwise_gets_a_5xx_and_the_sink
     assert (await post(session, sink.url, event_list([event("ok-1"), event("ok-2")])))[0] == 200
     async with session.get(f"{sink.url}/readyz") as response:
         assert response.status == 200
+
+
+def test_auditcov_import_quarantines_items_nested_too_deep_to_write_again(tmp_path):
+    # orjson writes at most 255 levels: an item deeper than that, read from a file, used to crash the import
+    # when its quarantine row was written. Now it is quarantined like any bad item, beside the good one.
+    deep = orjson.loads(nested(300))
+    lines = [
+        event("good-1"),
+        {**event("deep-body"), "requestObject": deep},
+        {**event("deep-note"), "annotations": {"a": deep}},
+    ]
+    audit_log = tmp_path / "deep.log"
+    audit_log.write_text("".join(json.dumps(line) + "\n" for line in lines))  # orjson cannot write them either
+    store = tmp_path / "store.db"
+    done = subprocess.run(
+        [Path(sys.executable).with_name("auditcov"), "import", f"--db={store}", "--run=deep", audit_log],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 events stored, 0 duplicates, 2 quarantined" in done.stdout
+    db = open_store_readonly(store)
+    reasons = [row[0] for row in db.conn.execute("SELECT reason FROM quarantine ORDER BY reason")]
+    cut = " (stored without its requestObject/responseObject: keep_bodies is off)"
+    reason = "the event cannot be written as JSON: Recursion limit reached"
+    assert reasons == [f"{audit_log}:2: {reason}{cut}", f"{audit_log}:3: {reason}"]
