@@ -41,8 +41,9 @@ from auditcov.merge.cover.model import CoverageError
 from auditcov.merge.errors import AuditcovError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.store import ensure_run, open_store_readonly
+from auditcov.merge.tokens import read_token
 from auditcov.sink.ingest import PreparedBatch, check_run_name
-from auditcov.sink.settings import AGENT_KINDS, Settings, read_token
+from auditcov.sink.settings import AGENT_KINDS, Settings
 from auditcov.sink.writer import Writer
 
 log = logging.getLogger(__name__)

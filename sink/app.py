@@ -35,11 +35,12 @@ from auditcov.merge.errors import AuditcovError, NotFoundError
 from auditcov.merge.events import format_time, now_us, parse_time
 from auditcov.merge.stats import store_stats
 from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.merge.tokens import read_token
 from auditcov.sink.agents import AGENTS
 from auditcov.sink.checkpointer import Checkpointer
 from auditcov.sink.ingest import Ingestor, Matcher, check_run_name
 from auditcov.sink.metrics import CONTENT_TYPE, Metrics
-from auditcov.sink.settings import Settings, read_token
+from auditcov.sink.settings import Settings
 from auditcov.sink.writer import StoreUnavailableError, Writer
 
 log = logging.getLogger(__name__)

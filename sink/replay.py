@@ -23,7 +23,7 @@ import orjson
 
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import AuditcovError
-from auditcov.sink.settings import read_token
+from auditcov.merge.tokens import read_token
 
 #: The apiserver's default batch size (`--audit-webhook-batch-max-size`).
 DEFAULT_BATCH_SIZE = 400

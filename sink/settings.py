@@ -188,17 +188,3 @@ def _read_config(path: Path) -> dict[str, Any]:
             shown = "list" if expected is tuple else expected.__name__
             raise SettingsError(f"{path}: {key} must be {shown}, not {type(value).__name__}")
     return document
-
-
-def read_token(path: str, setting: str) -> str:
-    """The bearer token in the file `path` (surrounding whitespace removed), or "" when no file is set;
-    `setting` names where the path came from, for the error."""
-    if not path:
-        return ""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(f"{setting} {path}: cannot read the token: {exc.strerror}") from None
-    if not token:
-        raise SettingsError(f"{setting} {path}: the token file is empty")
-    return token

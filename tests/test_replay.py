@@ -11,8 +11,8 @@ import pytest
 import trustme
 from aiohttp import web
 
+from auditcov.merge.tokens import TokenFileError
 from auditcov.sink.replay import Backoff, ReplayError, Target, replay
-from auditcov.sink.settings import SettingsError
 
 FAST = Backoff(initial=0.01, factor=1.5, attempts=5, timeout=5)
 
@@ -190,5 +190,5 @@ def test_target_refuses_inconsistent_settings(tmp_path):
         Target.from_files("https://127.0.0.1/v1/audit", cert_file=tmp_path / "c.pem")
     with pytest.raises(ReplayError, match="need an https:// URL"):
         Target.from_files("http://127.0.0.1/v1/audit", ca_file=tmp_path / "ca.pem")
-    with pytest.raises(SettingsError, match=r"--token .*missing: cannot read the token"):
+    with pytest.raises(TokenFileError, match=r"--token .*missing: cannot read the token"):
         Target.from_files("http://127.0.0.1/v1/audit", token_file=tmp_path / "missing")

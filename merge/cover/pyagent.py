@@ -48,6 +48,7 @@ from coverage.exceptions import CoverageException, _ExceptionDuringRun
 from coverage.execfile import PyRunner
 
 from auditcov.merge.errors import AuditcovError
+from auditcov.merge.tokens import TokenFileError, read_token
 
 #: The media type of a coverage.py data file on the wire (GET /v1/data, the upload at exit).
 DATA_TYPE = "application/vnd.coverage+sqlite"
@@ -127,19 +128,6 @@ def parse_listen(listen: str, *, allow_remote: bool = False) -> tuple[str, str |
             "AUDITCOV_AGENT_ALLOW_REMOTE=1 to listen there anyway"
         )
     return ("inet6" if ip.version == 6 else "inet"), (host, int(port_text))
-
-
-def read_token(path: str | None, what: str) -> str:
-    """The token in the file at `path` (stripped); '' without a path."""
-    if not path:
-        return ""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise AgentError(f"{what} {path}: cannot read it: {exc.strerror}") from None
-    if not token:
-        raise AgentError(f"{what} {path}: the file is empty")
-    return token
 
 
 class Measurement:
@@ -339,7 +327,7 @@ def start_server(config: AgentConfig, measurement: Measurement) -> _AgentServer 
         if family == "unix" and os.path.exists(address) and stat.S_ISSOCK(os.stat(address).st_mode):
             os.unlink(address)  # a socket left by an earlier run of the same service (never another file)
         server = _AgentServer(family, address, measurement, config.process, token)
-    except (AgentError, OSError) as exc:
+    except (AgentError, TokenFileError, OSError) as exc:
         log(f"not listening, the program runs without the agent: {exc}")
         return None
     threading.Thread(target=server.serve_forever, name="auditcov-agent", daemon=True).start()
@@ -363,7 +351,7 @@ class SinkClient:
                     log(f"AUDITCOV_SINK_CERT/AUDITCOV_SINK_KEY: {exc}; calling the sink without a client certificate")
         try:
             self.token = read_token(config.sink_token_file, "AUDITCOV_TOKEN_FILE")
-        except AgentError as exc:
+        except TokenFileError as exc:
             log(f"{exc}; calling the sink without a token")
             self.token = ""
         self.registered = threading.Event()
@@ -386,7 +374,7 @@ class SinkClient:
     def register_in_background(self, address: str) -> None:
         document = {"process": self.config.process, "kind": KIND, "address": address, "pid": os.getpid()}
         if self.config.agent_token_file:
-            with contextlib.suppress(AgentError):
+            with contextlib.suppress(TokenFileError):
                 document["token"] = read_token(self.config.agent_token_file, "AUDITCOV_AGENT_TOKEN_FILE")
         body = json.dumps(document).encode()
         threading.Thread(target=self._register, args=(body,), name="auditcov-agent-register", daemon=True).start()
