@@ -501,7 +501,11 @@ PATHS: dict[str, dict] = {
     "/": {
         "get": {
             "summary": "the HTML report of a run (without run: the latest)",
-            "parameters": [_query("run", "the run"), _query("token", "the query token, kept in a cookie")],
+            "parameters": [
+                _query("run", "the run"),
+                _query("base", "a run to compare with (the page's Diff tab)"),
+                _query("token", "the query token, kept in a cookie"),
+            ],
             "security": QUERY_SECURITY,
             "responses": {
                 "200": {"description": "the page", "content": {"text/html": {"schema": STRING}}},
