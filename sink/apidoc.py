@@ -6,6 +6,7 @@ the app has, and runs schemathesis against the app with it.
 from __future__ import annotations
 
 from auditcov.merge.reports.endpointcov import STATUS_CLASSES
+from auditcov.sink.ingest import RUN_NAME
 
 VERSION = "1"
 
@@ -325,7 +326,7 @@ def _query(name: str, description: str, schema: dict | None = None, *, required:
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
-RUN = _path("run", "the run's name")
+RUN = {**_path("run", "the run's name"), "schema": {"type": "string", "pattern": f"^{RUN_NAME.pattern}$"}}
 SUCCESSFUL_ONLY = _query(
     "successful_only", "count as tested only hits answered 1xx, 2xx or 3xx (default false)", {"type": "boolean"}
 )

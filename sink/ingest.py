@@ -54,7 +54,8 @@ EVENT_COLUMNS = (
 #: SQLite runs the statement, so many rows per statement let the writer thread insert a whole chunk beside the
 #: event loop's parsing instead of waiting for the GIL once per row. 400 is the apiserver's largest batch.
 _ROWS_PER_INSERT = 400
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: What a run may be called (check_run_name); the OpenAPI document (sink/apidoc.py) states the same pattern.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class Matcher(Protocol):
@@ -91,7 +92,7 @@ class PreparedBatch:
 
 def check_run_name(run: str) -> str:
     """A run name as used in URLs and file names: letters, digits, `.`, `_`, `-`; at most 128."""
-    if not _RUN_NAME.fullmatch(run):
+    if not RUN_NAME.fullmatch(run):
         raise AuditcovError(
             f"run name {run[:140]!r} is not 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
         )
