@@ -21,6 +21,7 @@ from auditcov.merge.cover.gotext import parse_text
 from auditcov.merge.cover.model import Block
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.events import format_time
+from auditcov.merge.reports.coverjson import report_test_lines
 from auditcov.merge.store import open_store
 from auditcov.sink.cli import cli
 
@@ -289,5 +290,6 @@ def test_auditcov_report_json_has_endpoints_and_lines_side_by_side(snapshots, tm
         assert list(entry["endpoints"]) == [f"listCoreV1{operations[resource]}ForAllNamespaces"]
         assert entry["code"]["window"]["from"] == "events" and not entry["code"]["problems"]
         path_file = f"{test.removeprefix('test-')}.go"
-        assert [Path(file).name for file in entry["code"]["files"] if not file.endswith("main.go")] == [path_file]
+        files = report_test_lines(report, entry)
+        assert [Path(file).name for file in files if not file.endswith("main.go")] == [path_file]
     assert report["code_totals"]["tests"] == 3

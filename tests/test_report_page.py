@@ -23,6 +23,7 @@ from report_support import E2E_AGENT, SPEC, event_list, import_code, measure_cod
 from test_sink_process import Sink
 
 from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.reports.coverjson import report_test_lines
 from auditcov.merge.reports.endpointcov import endpoint_coverage
 from auditcov.merge.reports.html import html_report, page_document
 from auditcov.merge.store import open_store_readonly
@@ -73,10 +74,15 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(store) -> dict:
-    """`auditcov report --format json` of the store: what the page must agree with."""
+    """`auditcov report --format json` of the store: what the page must agree with; each test's `code.files`
+    (its interned lines decoded) as the query API gives them."""
     result = CliRunner().invoke(cli, ["report", "--db", str(store), "--run", RUN, "--format", "json"])
     assert result.exit_code == 0, result.output
-    return orjson.loads(result.output)
+    document = orjson.loads(result.output)
+    for entry in document["tests"]:
+        if entry["code"]:
+            entry["code"]["files"] = report_test_lines(document, entry)
+    return document
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from auditcov.merge.cover.pertest import PerTestCoverage
 from auditcov.merge.events import format_time
+from auditcov.merge.reports.coderanges import Ranges, file_ranges, line_count, pairs, union
 
 FORMAT_VERSION = 1
 
@@ -26,9 +27,16 @@ def line_ranges(lines: Iterable[int]) -> list[list[int]]:
     return ranges
 
 
-def lines_of_test_json(result: PerTestCoverage) -> dict:
-    """One test's code coverage as a JSON-ready dict."""
-    lines = result.lines()
+def lines_of_test_json(result: PerTestCoverage, ranges: dict[str, Ranges] | None = None) -> dict:
+    """One test's code coverage as a JSON-ready dict; `ranges` is its `coderanges.file_ranges` when the caller
+    has them already."""
+    if ranges is None:
+        ranges = file_ranges(result.profile)
+    return {**code_facts(result, ranges), "files": {file: pairs(spans) for file, spans in ranges.items()}}
+
+
+def code_facts(result: PerTestCoverage, ranges: dict[str, Ranges]) -> dict:
+    """What `lines_of_test_json` says of a test but its lines: window, flags, problems, counts."""
     window = result.window
     return {
         "test": result.test,
@@ -43,9 +51,8 @@ def lines_of_test_json(result: PerTestCoverage) -> dict:
         # Some delta is from a profile file that lags the boundaries by its flush interval (KUBE_COVERAGE_FILE).
         "coarse": result.coarse,
         "problems": result.problems,
-        "lines_covered": sum(len(numbers) for numbers in lines.values()),
+        "lines_covered": sum(map(line_count, ranges.values())),
         "statements_run": result.statements_run(),
-        "files": {file: line_ranges(lines[file]) for file in sorted(lines)},
     }
 
 
@@ -59,31 +66,64 @@ def coverage_report(run: str, results: list[PerTestCoverage]) -> dict:
     }
 
 
-def totals(results: list[PerTestCoverage]) -> dict[str, int]:
-    """How many tests, and the files and lines that any of them covered."""
-    union: dict[str, set[int]] = {}
-    for result in results:
-        for file, numbers in result.lines().items():
-            union.setdefault(file, set()).update(numbers)
+def totals(results: list[PerTestCoverage], ranges: Iterable[dict[str, Ranges]] | None = None) -> dict[str, int]:
+    """How many tests, and the files and lines that any of them covered (`ranges`: each result's
+    `coderanges.file_ranges`, when the caller has them)."""
+    by_file: dict[str, list[Ranges]] = {}
+    for spans in (file_ranges(result.profile) for result in results) if ranges is None else ranges:
+        for file, numbers in spans.items():
+            by_file.setdefault(file, []).append(numbers)
     return {
         "tests": len(results),
-        "files": len(union),
-        "lines_covered": sum(len(numbers) for numbers in union.values()),
+        "files": len(by_file),
+        "lines_covered": sum(line_count(union(many)) for many in by_file.values()),
     }
 
 
 def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) -> None:
     """Put each test's code coverage beside its endpoints in an `auditcov report --format json` document.
 
-    Every test entry gets `code` (as in `lines_of_test_json`, or None when no snapshot or context covers it); a
-    test with code coverage but no endpoints (a Python unit test) gets an entry with no endpoints; the document
-    gets `code_totals` (as `totals`).
+    Every test entry gets `code` (as in `lines_of_test_json` but for its lines, or None when no snapshot or
+    context covers it); a test with code coverage but no endpoints (a Python unit test) gets an entry with no
+    endpoints; the document gets `code_totals` (as `totals`). Lines are interned, as 400 tests of a
+    kube-apiserver run share most of theirs (the code every test runs): the document's `files` lists the file
+    names, `segments` the distinct (file, covered lines) pairs of all tests, each `[file index, first, last,
+    first, last, ...]` (ascending ranges), and a test's `code.segments` the indexes of its own (in its files' name
+    order). A test's lines in file F are the ranges of its segment whose file is F.
     """
     code = {result.test: result for result in results}
+    ranges = {result.test: file_ranges(result.profile) for result in results}
+    files = sorted({file for spans in ranges.values() for file in spans})
+    file_index = {file: number for number, file in enumerate(files)}
+    segment_index: dict[tuple[str, Ranges], int] = {}
+    segments: list[list[int]] = []
+
+    def code_json(result: PerTestCoverage) -> dict:
+        numbers = []
+        for key in ranges[result.test].items():
+            number = segment_index.get(key)
+            if number is None:
+                number = segment_index[key] = len(segments)
+                segments.append([file_index[key[0]], *key[1]])
+            numbers.append(number)
+        return {**code_facts(result, ranges[result.test]), "segments": numbers}
+
     entries = document["tests"]
     for entry in entries:
         result = code.pop(entry["test"], None)
-        entry["code"] = None if result is None else lines_of_test_json(result)
+        entry["code"] = None if result is None else code_json(result)
     for test, result in sorted(code.items()):
-        entries.append({"test": test, "conformance": False, "endpoints": {}, "code": lines_of_test_json(result)})
-    document["code_totals"] = totals(results)
+        entries.append({"test": test, "conformance": False, "endpoints": {}, "code": code_json(result)})
+    document["files"], document["segments"] = files, segments
+    document["code_totals"] = totals(results, ranges.values())
+
+
+def report_test_lines(document: dict, entry: dict) -> dict[str, list[list[int]]]:
+    """A test's lines in an `auditcov report --format json` document (`entry`: one of its `tests`), as
+    `lines_of_test_json` gives them: file -> `[[first, last], ...]`."""
+    files, segments = document["files"], document["segments"]
+    found = {}
+    for number in (entry.get("code") or {}).get("segments", ()):
+        file, *flat = segments[number]
+        found[files[file]] = pairs(flat)
+    return found

@@ -5,15 +5,15 @@ Overall, an endpoint is gained when the head run tested it (directly or indirect
 the base run did not, and lost the other way round; `conformance` does the same for conformance-tested eligible
 endpoints (APISnoop's measure). Per test, the endpoints compared are those `by_test` gives (every way of hitting
 one); tests only in one run are listed as added or removed, with their endpoints. Lines are compared per file as
-sets, and given as `[first, last]` ranges (`coverjson.line_ranges`); a test without code coverage in one of
-the runs gets `lines: null`.
+ranges (`coderanges`: a file whose ranges are the same in both is skipped at once, the others subtracted range by
+range), and given as `[first, last]` ranges; a test without code coverage in one of the runs gets `lines: null`.
 """
 
 from __future__ import annotations
 
 import sqlite_utils
 
-from auditcov.merge.reports.coverjson import line_ranges
+from auditcov.merge.reports.coderanges import Ranges, difference, line_count, pairs
 from auditcov.merge.reports.queries import RunData, load_run_data
 
 FORMAT_VERSION = 1
@@ -37,7 +37,7 @@ def diff_runs(base: RunData, head: RunData) -> dict:
     for test in sorted(base_tests & head_tests):
         endpoints = _changes(set(base.by_test.get(test, ())), set(head.by_test.get(test, ())))
         lines = (
-            _line_changes(base.lines.get(test), head.lines.get(test))
+            _line_changes(base.ranges.get(test), head.ranges.get(test))
             if test in base.code and test in head.code
             else None
         )
@@ -82,16 +82,16 @@ def _conformance_tested(data: RunData) -> set[str]:
     }
 
 
-def _line_changes(before: dict[str, set[int]] | None, after: dict[str, set[int]] | None) -> dict:
+def _line_changes(before: dict[str, Ranges] | None, after: dict[str, Ranges] | None) -> dict:
     before, after = before or {}, after or {}
     files = {}
     gained = lost = 0
-    for file in sorted(set(before) | set(after)):
-        old, new = before.get(file, set()), after.get(file, set())
+    for file in sorted(before.keys() | after.keys()):
+        old, new = before.get(file, ()), after.get(file, ())
         if old == new:
             continue
-        more, fewer = new - old, old - new
-        gained += len(more)
-        lost += len(fewer)
-        files[file] = {"gained": line_ranges(more), "lost": line_ranges(fewer)}
+        more, fewer = difference(new, old), difference(old, new)
+        gained += line_count(more)
+        lost += line_count(fewer)
+        files[file] = {"gained": pairs(more), "lost": pairs(fewer)}
     return {"gained": gained, "lost": lost, "files": files}

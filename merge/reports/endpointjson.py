@@ -5,14 +5,17 @@ Hits (`endpointcov.Hits.to_json`: count, successful, first and last time, counts
 endpoint (`hits`: every event of the run that hit it) and per test (`hits`: endpoint -> how -> hits, failures
 included); `successful_only` says whether the tested sets count only successful hits.
 
-`FORMAT_VERSION` changes whenever a field changes meaning or goes away.
+`FORMAT_VERSION` changes whenever a field changes meaning or goes away. Version 2: a test's code lines are
+interned (`coverjson.add_code_to_endpoint_report`: the document's `files` and `segments`, a test's
+`code.segments`) where version 1 gave each test's `code.files` as file -> `[[first, last], ...]`; the file is
+written without indentation (400 tests of a kube-apiserver run: 233 MiB in version 1).
 """
 
 from __future__ import annotations
 
 from auditcov.merge.reports.endpointcov import EndpointCoverage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def endpoint_report(coverage: EndpointCoverage) -> dict:

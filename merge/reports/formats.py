@@ -111,4 +111,5 @@ def render_report(
         document = apisnoop_report(coverage, conformance, options.release, previous)
     else:
         raise AuditcovError(f"unknown report format {output_format!r} (known: text, {', '.join(FILE_FORMATS)})")
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    # The json report is for programs (a big run's is tens of MB): indenting it would double it.
+    return orjson.dumps(document, option=0 if output_format == "json" else orjson.OPT_INDENT_2) + b"\n"

@@ -38,6 +38,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.openapi.catalogue import group_label
+from auditcov.merge.reports.coderanges import Ranges, file_ranges
 from auditcov.merge.reports.diff import diff_runs
 from auditcov.merge.reports.endpointcov import EndpointCoverage, Hits, merged_hits
 from auditcov.merge.reports.queries import RunData, load_run_data
@@ -56,13 +57,13 @@ def page_document(
     coverage: EndpointCoverage | None,
     code: Iterable[PerTestCoverage],
     *,
-    lines: dict[str, dict[str, set[int]]] | None = None,
+    ranges: dict[str, dict[str, Ranges]] | None = None,
     problem: str | None = None,
     diff: dict | None = None,
 ) -> dict:
     """The page's data (see the module docstring). `coverage` is None when the store has no catalogue yet;
-    `problem` then says why the endpoints are missing. `lines` is each test's covered lines per file when the
-    caller has them already (`RunData.lines`). `diff` is `diff.diff_runs` of another run and this one."""
+    `problem` then says why the endpoints are missing. `ranges` is each test's covered lines per file when the
+    caller has them already (`RunData.ranges`). `diff` is `diff.diff_runs` of another run and this one."""
     document: dict = {"format_version": FORMAT_VERSION, "run": run, "generated": format_time(now_us())}
     tests: dict[str, int] = {}
     document["tests"] = []
@@ -78,19 +79,19 @@ def page_document(
     else:
         _add_endpoints(document, coverage, test_index)
     file_index: dict[str, int] = {}
-    segment_index: dict[tuple[str, frozenset[int]], int] = {}
+    segment_index: dict[tuple[str, Ranges], int] = {}
     document["files"], document["segments"], document["code"] = [], [], {}
     for result in code:
         numbers = []
-        for file, covered in (result.lines() if lines is None else lines.get(result.test, {})).items():
-            key = (file, frozenset(covered))
+        for key in (file_ranges(result.profile) if ranges is None else ranges.get(result.test, {})).items():
+            file, covered = key
             number = segment_index.get(key)
             if number is None:
                 number = segment_index[key] = len(segment_index)
                 if file not in file_index:
                     file_index[file] = len(file_index)
                     document["files"].append(file)
-                document["segments"].append([file_index[file], *_runs(covered)])
+                document["segments"].append([file_index[file], *_range_runs(covered)])
             numbers.append(number)
         window = result.window
         document["code"][str(test_index(result.test, False))] = {
@@ -179,6 +180,17 @@ def _runs(numbers: Iterable[int]) -> list[int]:
     return encoded
 
 
+def _range_runs(ranges: Ranges) -> list[int]:
+    """`coderanges` ranges in `_runs`' form: `[start, length, gap, length, ...]`, each start relative to the end of
+    the run before (the first to 0)."""
+    encoded: list[int] = []
+    end = 0
+    for first, last in zip(ranges[0::2], ranges[1::2], strict=True):
+        encoded += (first - end, last - first + 1)
+        end = last
+    return encoded
+
+
 def empty_document(setup: str) -> dict:
     """The page's data for a store that holds nothing yet: `setup` says how to send events to the sink."""
     return {"format_version": FORMAT_VERSION, "empty": True, "setup": setup, "generated": format_time(now_us())}
@@ -228,7 +240,7 @@ def run_data_document(data: RunData, *, base: RunData | None = None) -> dict:
     diff = None if base is None else diff_runs(base, data)
     # A big run's document is millions of small objects and no cycles: collections would only walk them again.
     with gc_paused():
-        return page_document(data.run, data.coverage, data.code.values(), lines=data.lines, diff=diff)
+        return page_document(data.run, data.coverage, data.code.values(), ranges=data.ranges, diff=diff)
 
 
 def html_report(db: sqlite_utils.Database, run: str, *, base: str | None = None) -> str:

@@ -27,7 +27,8 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import NotFoundError
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import LEVELS, group_label
-from auditcov.merge.reports.coverjson import line_ranges, lines_of_test_json
+from auditcov.merge.reports.coderanges import Ranges, contains, file_ranges, line_count, pairs, union
+from auditcov.merge.reports.coverjson import lines_of_test_json
 from auditcov.merge.reports.endpointcov import EndpointCoverage, EndpointState, endpoint_coverage, merged_hits
 
 
@@ -40,8 +41,10 @@ class RunData:
     code: dict[str, PerTestCoverage]  # test -> its code coverage
     tags: dict[str, list[str]]  # test -> its [bracketed] tags
     by_test: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # test -> op -> how (EndpointCoverage)
-    lines: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # test -> file -> lines
-    by_file: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # file -> test -> its lines there
+    #: test -> file -> its covered lines there, as `coderanges` ranges (made once per build: every answer about
+    #: lines, the page and the diff read them).
+    ranges: dict[str, dict[str, Ranges]] = field(default_factory=dict)
+    by_file: dict[str, dict[str, Ranges]] = field(default_factory=dict)  # file -> test -> its lines there
     states: dict[str, EndpointState] = field(default_factory=dict)  # operationId -> endpoint
     #: Which build this is: answers computed from it are remembered under it (`remember`).
     generation: int = field(default_factory=lambda: next(_GENERATIONS))
@@ -81,10 +84,9 @@ def _load_run_data(db: sqlite_utils.Database, run: str, successful_only: bool) -
     data.by_test = coverage.by_test()
     data.states = {state.endpoint.operation_id: state for state in coverage.endpoints}
     for test, result in data.code.items():
-        lines = result.lines()
-        data.lines[test] = lines
-        for file, numbers in lines.items():
-            data.by_file.setdefault(file, {})[test] = numbers
+        ranges = data.ranges[test] = file_ranges(result.profile)
+        for file, spans in ranges.items():
+            data.by_file.setdefault(file, {})[test] = spans
     return data
 
 
@@ -211,7 +213,7 @@ def tests(data: RunData, *, conformance: bool | None = None, sig: str | None = N
             continue
         if needle is not None and needle not in test.lower():
             continue
-        lines = data.lines.get(test, {})
+        ranges = data.ranges.get(test, {})
         rows.append(
             {
                 "test": test,
@@ -219,8 +221,8 @@ def tests(data: RunData, *, conformance: bool | None = None, sig: str | None = N
                 "sigs": sigs,
                 "endpoints": len(data.by_test.get(test, ())),
                 "hits": sum(hits.count for ways in data.coverage.test_hits(test).values() for hits in ways.values()),
-                "files": len(lines),
-                "lines": sum(len(numbers) for numbers in lines.values()),
+                "files": len(ranges),
+                "lines": sum(map(line_count, ranges.values())),
                 "code": test in data.code,
             }
         )
@@ -255,7 +257,7 @@ def test_detail(data: RunData, test: str) -> dict:
         "tags": data.tags.get(test, []),
         "successful_only": data.coverage.successful_only,
         "endpoints": endpoints,
-        "code": None if result is None else lines_of_test_json(result),
+        "code": None if result is None else lines_of_test_json(result, data.ranges[test]),
     }
 
 
@@ -302,15 +304,15 @@ def code(data: RunData, file: str, line: int | None = None) -> dict:
         per_test = data.by_file[name]
         rows = []
         for test in sorted(per_test):
-            numbers = per_test[test]
-            if line is not None and line not in numbers:
+            spans = per_test[test]
+            if line is not None and not contains(spans, line):
                 continue
             rows.append(
                 {
                     "test": test,
                     "conformance": data.coverage.tests.get(test, False),
-                    "lines": len(numbers),
-                    "ranges": line_ranges(numbers),
+                    "lines": line_count(spans),
+                    "ranges": pairs(spans),
                 }
             )
         answers.append({"file": name, "tests": rows})
@@ -355,10 +357,6 @@ def summary(data: RunData) -> dict:
 
     eligible = [state for state in current if state.eligible]
     tested_eligible = sum(coverage.conformance_tested(state.endpoint.operation_id) for state in eligible)
-    union: dict[str, set[int]] = {}
-    for lines in data.lines.values():
-        for file, numbers in lines.items():
-            union.setdefault(file, set()).update(numbers)
     return {
         "run": data.run,
         "catalogue": coverage.catalogue_source,
@@ -384,8 +382,8 @@ def summary(data: RunData) -> dict:
         "hits": merged_hits(coverage.endpoint_hits.values()).to_json(),
         "code": {
             "tests": len(data.code),
-            "files": len(union),
-            "lines_covered": sum(len(numbers) for numbers in union.values()),
+            "files": len(data.by_file),
+            "lines_covered": sum(line_count(union(per_test.values())) for per_test in data.by_file.values()),
         },
     }
 
