@@ -20,9 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coverage import CoverageData
-from coverage.exceptions import CoverageException
-
 from auditcov.merge.cover.model import Block, CoverageError, Profile
 
 #: How every SQLite file, so every coverage.py data file, starts.
@@ -51,6 +48,11 @@ def owning_test(context: str) -> str:
 def read_contexts(path: str | Path, *, name: str | None = None) -> list[ContextLines]:
     """Each context of the data file at `path` with its executed lines, as coverage.py reports them; errors
     call the file `name` (default its path)."""
+    # Imported here: coverage.py takes ~40 ms to import, and every `cover report` imports this module for
+    # `add_python_lines` alone.
+    from coverage import CoverageData
+    from coverage.exceptions import CoverageException
+
     path = Path(path)
     name = name or str(path)
     if not path.is_file():
