@@ -42,22 +42,23 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-import msgpack
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import AGENT_HEAD, E2E_LINE, OTHER_AGENTS
 
 from auditcov.merge.bundle import export_bundle, merge_bundles
-from auditcov.merge.cover.model import Block, Profile
-from auditcov.merge.cover.snapshots import save_snapshot
+from auditcov.merge.cover.model import Block, Profile, gc_paused
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.snapshots import _pack_counters, save_snapshot  # the stored encoding, without Profiles
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import load_catalogue
 from auditcov.merge.openapi.eligibility import load_eligibility
 from auditcov.merge.openapi.matcher import Matcher
 from auditcov.merge.openapi.stored import save_catalogue
 from auditcov.merge.openapi.synth import random_name, requests_for
-from auditcov.merge.reports.diff import run_diff
+from auditcov.merge.reports.diff import diff_runs
+from auditcov.merge.reports.endpointcov import endpoint_coverage
 from auditcov.merge.reports.formats import FILE_FORMATS, ReportOptions, render_report
 from auditcov.merge.reports.queries import load_run_data
 from auditcov.merge.store import open_store, open_store_readonly
@@ -85,6 +86,7 @@ class Bench:
     db: object
     base: str = "base"
     head: str = "head"
+    models: tuple | None = None  # both runs' RunData, for timing the diff alone
 
 
 def _report(output_format: str) -> Callable[[Bench], object]:
@@ -110,11 +112,26 @@ def _merge(bench: Bench) -> object:
         return merge_bundles(bundles, Path(folder) / "merged", ReportOptions(), run="both")
 
 
+def _models(bench: Bench) -> tuple:
+    """Both runs' models, built (and kept for timing the diff alone); what `diff.run_diff` reads."""
+    bench.models = (load_run_data(bench.db, bench.base), load_run_data(bench.db, bench.head))
+    return bench.models
+
+
+def _paused(build: Callable, *args: object) -> object:
+    """`build(*args)` with the cyclic collector paused, as the reports and the query cache read a model."""
+    with gc_paused():
+        return build(*args)
+
+
 #: name -> what it times (called with the open store). Add entries here for more figures.
 TIMINGS: list[tuple[str, Callable[[Bench], object]]] = [
     *((f"report --format {name}", _report(name)) for name in FILE_FORMATS),
     ("per-run model (endpoints + code, cold)", lambda bench: load_run_data(bench.db, bench.base)),
-    ("diff base..head", lambda bench: run_diff(bench.db, bench.base, bench.head)),
+    ("  of it: the endpoint model (endpointcov)", lambda bench: _paused(endpoint_coverage, bench.db, bench.base)),
+    ("  of it: the per-test code model", lambda bench: _paused(per_test_coverage, bench.db, bench.base)),
+    ("diff base..head (both models, then diff_runs)", lambda bench: diff_runs(*_models(bench))),
+    ("  of it: diff_runs of the two models just built", lambda bench: diff_runs(*bench.models)),
     ("export --artifacts (store copy, 6 reports, manifest)", _export),
     ("merge of the base and head bundles (--run both)", _merge),
 ]
@@ -221,7 +238,7 @@ def build_run(db, catalogue, run: str, traffic: Traffic, start_us: int) -> None:
     snapshots = []
     for index, name in enumerate(traffic.names):
         at_us = start_us + index * TEST_SECONDS * 1_000_000
-        snapshots.append((at_us, msgpack.packb(counts)))
+        snapshots.append((at_us, _pack_counters(counts)))
         if name in traffic.removed:
             continue
         items = traffic.events_of(index, at_us)
@@ -233,7 +250,7 @@ def build_run(db, catalogue, run: str, traffic: Traffic, start_us: int) -> None:
             counts[block] += 1
         if index % 40 == 0:
             print(f"  {run}: {index} of {len(traffic.names)} tests", file=sys.stderr)
-    snapshots.append((start_us + len(traffic.names) * TEST_SECONDS * 1_000_000, msgpack.packb(counts)))
+    snapshots.append((start_us + len(traffic.names) * TEST_SECONDS * 1_000_000, _pack_counters(counts)))
     # The first snapshot stores the layout; the others are the same build: rows with their counters.
     first = Profile("atomic", dict(zip(traffic.blocks, statements, strict=True)), dict.fromkeys(traffic.blocks, 0))
     save_snapshot(db, run=run, process="kube-apiserver", at_us=snapshots[0][0], profile=first, source="bench",

@@ -32,10 +32,11 @@ def lines_of_test_json(result: PerTestCoverage, ranges: dict[str, Ranges] | None
     has them already."""
     if ranges is None:
         ranges = file_ranges(result.profile)
-    return {**code_facts(result, ranges), "files": {file: pairs(spans) for file, spans in ranges.items()}}
+    lines_covered = sum(map(line_count, ranges.values()))
+    return {**code_facts(result, lines_covered), "files": {file: pairs(spans) for file, spans in ranges.items()}}
 
 
-def code_facts(result: PerTestCoverage, ranges: dict[str, Ranges]) -> dict:
+def code_facts(result: PerTestCoverage, lines_covered: int) -> dict:
     """What `lines_of_test_json` says of a test but its lines: window, flags, problems, counts."""
     window = result.window
     return {
@@ -51,7 +52,7 @@ def code_facts(result: PerTestCoverage, ranges: dict[str, Ranges]) -> dict:
         # Some delta is from a profile file that lags the boundaries by its flush interval (KUBE_COVERAGE_FILE).
         "coarse": result.coarse,
         "problems": result.problems,
-        "lines_covered": sum(map(line_count, ranges.values())),
+        "lines_covered": lines_covered,
         "statements_run": result.statements_run(),
     }
 
@@ -66,13 +67,14 @@ def coverage_report(run: str, results: list[PerTestCoverage]) -> dict:
     }
 
 
-def totals(results: list[PerTestCoverage], ranges: Iterable[dict[str, Ranges]] | None = None) -> dict[str, int]:
-    """How many tests, and the files and lines that any of them covered (`ranges`: each result's
-    `coderanges.file_ranges`, when the caller has them)."""
+def totals(results: list[PerTestCoverage], segments: Iterable[tuple[str, Ranges]] | None = None) -> dict[str, int]:
+    """How many tests, and the files and lines that any of them covered (`segments`: the (file, ranges) pairs of
+    the results' `coderanges.file_ranges`, when the caller has them; repeats need not be given)."""
+    if segments is None:
+        segments = (pair for result in results for pair in file_ranges(result.profile).items())
     by_file: dict[str, list[Ranges]] = {}
-    for spans in (file_ranges(result.profile) for result in results) if ranges is None else ranges:
-        for file, numbers in spans.items():
-            by_file.setdefault(file, []).append(numbers)
+    for file, spans in segments:
+        by_file.setdefault(file, []).append(spans)
     return {
         "tests": len(results),
         "files": len(by_file),
@@ -97,6 +99,7 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
     file_index = {file: number for number, file in enumerate(files)}
     segment_index: dict[tuple[str, Ranges], int] = {}
     segments: list[list[int]] = []
+    segment_lines: list[int] = []  # lines of each segment, counted once
 
     def code_json(result: PerTestCoverage) -> dict:
         numbers = []
@@ -105,8 +108,9 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
             if number is None:
                 number = segment_index[key] = len(segments)
                 segments.append([file_index[key[0]], *key[1]])
+                segment_lines.append(line_count(key[1]))
             numbers.append(number)
-        return {**code_facts(result, ranges[result.test]), "segments": numbers}
+        return {**code_facts(result, sum(map(segment_lines.__getitem__, numbers))), "segments": numbers}
 
     entries = document["tests"]
     for entry in entries:
@@ -115,7 +119,7 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
     for test, result in sorted(code.items()):
         entries.append({"test": test, "conformance": False, "endpoints": {}, "code": code_json(result)})
     document["files"], document["segments"] = files, segments
-    document["code_totals"] = totals(results, ranges.values())
+    document["code_totals"] = totals(results, segment_index)
 
 
 def report_test_lines(document: dict, entry: dict) -> dict[str, list[list[int]]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from auditcov.merge.cover.model import gc_paused
 from auditcov.merge.reports.coderanges import Ranges, difference, line_count, pairs
 from auditcov.merge.reports.queries import RunData, load_run_data
 
@@ -30,6 +31,13 @@ def _changes(before: set[str], after: set[str]) -> dict[str, list[str]]:
 
 def diff_runs(base: RunData, head: RunData) -> dict:
     """The diff as a JSON-ready dict (see the module docstring)."""
+    # Beside two models (millions of objects), each collection the answer's lists trigger would walk them all:
+    # with the collector on, that was half of a 2.5 s diff at 400 tests.
+    with gc_paused():
+        return _diff_runs(base, head)
+
+
+def _diff_runs(base: RunData, head: RunData) -> dict:
     tested = {data.run: _tested(data) for data in (base, head)}
     conformance = {data.run: _conformance_tested(data) for data in (base, head)}
     base_tests, head_tests = base.test_names(), head.test_names()
@@ -86,10 +94,9 @@ def _line_changes(before: dict[str, Ranges] | None, after: dict[str, Ranges] | N
     before, after = before or {}, after or {}
     files = {}
     gained = lost = 0
-    for file in sorted(before.keys() | after.keys()):
+    # The files whose ranges differ, found by a set operation on (file, ranges) pairs (in C).
+    for file in sorted({file for file, _ in before.items() ^ after.items()}):
         old, new = before.get(file, ()), after.get(file, ())
-        if old == new:
-            continue
         more, fewer = difference(new, old), difference(old, new)
         gained += line_count(more)
         lost += line_count(fewer)

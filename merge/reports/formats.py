@@ -15,7 +15,7 @@ from functools import cached_property
 import orjson
 import sqlite_utils
 
-from auditcov.merge.cover.model import Profile
+from auditcov.merge.cover.model import Profile, gc_paused
 from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.cover.runprofile import profile_of_test, run_profile
 from auditcov.merge.errors import AuditcovError
@@ -64,13 +64,17 @@ class RunModels:
     def __init__(self, db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> None:
         self.db, self.run, self.successful_only = db, run, successful_only
 
+    # Each model is millions of small objects and no cycles: read with the cyclic collector paused (its
+    # collections walking them took a third of per_test_coverage at 400 tests: 6.2 s CPU against 4.7 s).
     @cached_property
     def coverage(self) -> EndpointCoverage:
-        return endpoint_coverage(self.db, self.run, successful_only=self.successful_only)
+        with gc_paused():
+            return endpoint_coverage(self.db, self.run, successful_only=self.successful_only)
 
     @cached_property
     def per_test(self) -> list[PerTestCoverage]:
-        return per_test_coverage(self.db, self.run)
+        with gc_paused():
+            return per_test_coverage(self.db, self.run)
 
     @cached_property
     def profile(self) -> Profile:
@@ -103,8 +107,10 @@ def render_report(
     if output_format == "junit":
         return junit_report(coverage).encode()
     if output_format == "json":
-        document = endpoint_report(coverage)
-        add_code_to_endpoint_report(document, models.per_test)
+        per_test = models.per_test
+        with gc_paused():  # the document is as many objects again
+            document = endpoint_report(coverage)
+            add_code_to_endpoint_report(document, per_test)
     elif output_format == "apisnoop":
         conformance = options.conformance if options.conformance is not None else load_conformance_tests()
         previous = None if options.previous is None else set(options.previous)
