@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import compress
 
 from auditcov.merge.cover.model import Profile
 
@@ -23,7 +24,8 @@ def file_ranges(profile: Profile) -> dict[str, Ranges]:
     result: dict[str, Ranges] = {}
     file = None
     flat: list[int] = []
-    for name, start, _, end, _ in sorted(block for block, count in profile.counts.items() if count):
+    counts = profile.counts
+    for name, start, _, end, _ in sorted(compress(counts, counts.values())):  # the blocks that ran
         if end < start:
             continue  # no line (as range(start, end + 1) has none)
         if name != file:
