@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB ?= auditcov.db
 
-.PHONY: run test test-deps lint bench e2e clean
+.PHONY: run example test test-deps lint bench e2e clean
 
 $(BIN)/auditcov: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ $(VENV)/.test-extras: $(BIN)/auditcov
 # webhook.kubeconfig (config/kind.yaml, config/deploy/ and config/auditsink.yaml are for clusters; see README).
 run: $(BIN)/auditcov
 	$(BIN)/auditcov serve --config config/sink.toml --db $(DB)
+
+# A real recorded run (examples/e2e-v1.36.3, see examples/README.md) loaded into the store `make run` serves;
+# loading it again changes nothing. Then `make run` and open http://127.0.0.1:8080/.
+example: $(BIN)/auditcov
+	$(BIN)/auditcov merge examples/e2e-v1.36.3 --db $(DB)
 
 test: lint test-deps
 	$(BIN)/python -m pytest -q
