@@ -1,8 +1,8 @@
 """The shipped example, examples/e2e-v1.36.3 (one real `make e2e` run: examples/README.md), loaded with the command
 the README gives into a fresh store: the store then holds the run, its tests, each test's endpoints and each
 test's kube-apiserver lines, the same figures the bundle's own reports were rendered with; loading it again adds
-nothing; and the sink's page shows it in Chromium (the README's screenshot comes from here, with
-AUDITCOV_SCREENSHOTS).
+nothing; and the sink's page shows it in Chromium, as the bundle's report.html does from the folder (the README's
+screenshot comes from here, with AUDITCOV_SCREENSHOTS).
 """
 
 from __future__ import annotations
@@ -72,3 +72,9 @@ def test_the_sinks_page_shows_the_example(loaded, watched):  # noqa: F811
         watched.screenshot("example-report")
     finally:
         assert sink.stop() == 0
+    # The bundle's own report.html is the same page, from the folder, offline.
+    sent = len(watched.requests)
+    watched.open(EXAMPLE.joinpath("report.html").resolve().as_uri())
+    assert watched.page.inner_text("#run-line").startswith(f"run {RUN} ")
+    assert f"{summary['eligible_conformance_tested']} of {summary['eligible']}" in watched.page.inner_text(".card.lead")
+    assert all(url.startswith("file://") for url in watched.requests[sent:]), watched.requests[sent:]
