@@ -10,8 +10,8 @@ A bundle is a folder, in prow's conventions (it goes to `$ARTIFACTS`; JUnit file
 
 `export --gzip` writes the store and the code-coverage reports, the files that grow with the code under test,
 gzipped (`auditcov.db.gz`, `coverage.lcov.gz`, `cobertura.xml.gz`): a kube-apiserver run's bundle is then a
-tenth of its size. The page, the JSON and JUnit files stay as they are, so that a browser and prow's viewers
-open them from the folder.
+fifth of its size (examples/e2e-v1.36.3: 10 MB, against 51 MB plain). The page, the JSON and JUnit files stay
+as they are, so that a browser and prow's viewers open them from the folder.
 
 Merging copies each bundle's store into a new one inside SQLite (ATTACH, then one INSERT ... SELECT per table,
 as coverage.py's `CoverageData.update` does) and renders the reports again; `load_bundles` copies them the same
@@ -96,12 +96,11 @@ class Loaded:
 
 @dataclass(frozen=True, slots=True)
 class _Input:
-    """A bundle to merge: its folder, run, and store file (plain or gzipped) with that file's sha256."""
+    """A bundle to merge: its folder, run, and store file (plain or gzipped)."""
 
     directory: Path
     run: str
     store: Path
-    sha256: str
 
 
 def _sha256(path: Path) -> str:
@@ -280,7 +279,7 @@ def _read_inputs(
         if digest in inputs:
             warn(f"{bundle}: the same store as {inputs[digest].directory}; read once")
             continue
-        inputs[digest] = _Input(bundle, manifest["run"], bundle / name, digest)
+        inputs[digest] = _Input(bundle, manifest["run"], bundle / name)
     if not inputs:
         raise BundleError("no bundles to merge")
     runs = sorted({source.run for source in inputs.values()})
