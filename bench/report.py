@@ -48,9 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import AGENT_HEAD, E2E_LINE, OTHER_AGENTS
 
 from auditcov.merge.bundle import export_bundle, merge_bundles
+from auditcov.merge.cover.encoding import pack_counters  # the stored encoding, without Profiles
 from auditcov.merge.cover.model import Block, Profile, gc_paused
 from auditcov.merge.cover.pertest import per_test_coverage
-from auditcov.merge.cover.snapshots import _pack_counters, save_snapshot  # the stored encoding, without Profiles
+from auditcov.merge.cover.snapshots import save_snapshot
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import load_catalogue
 from auditcov.merge.openapi.eligibility import load_eligibility
@@ -238,7 +239,7 @@ def build_run(db, catalogue, run: str, traffic: Traffic, start_us: int) -> None:
     snapshots = []
     for index, name in enumerate(traffic.names):
         at_us = start_us + index * TEST_SECONDS * 1_000_000
-        snapshots.append((at_us, _pack_counters(counts)))
+        snapshots.append((at_us, pack_counters(counts)))
         if name in traffic.removed:
             continue
         items = traffic.events_of(index, at_us)
@@ -250,7 +251,7 @@ def build_run(db, catalogue, run: str, traffic: Traffic, start_us: int) -> None:
             counts[block] += 1
         if index % 40 == 0:
             print(f"  {run}: {index} of {len(traffic.names)} tests", file=sys.stderr)
-    snapshots.append((start_us + len(traffic.names) * TEST_SECONDS * 1_000_000, _pack_counters(counts)))
+    snapshots.append((start_us + len(traffic.names) * TEST_SECONDS * 1_000_000, pack_counters(counts)))
     # The first snapshot stores the layout; the others are the same build: rows with their counters.
     first = Profile("atomic", dict(zip(traffic.blocks, statements, strict=True)), dict.fromkeys(traffic.blocks, 0))
     save_snapshot(db, run=run, process="kube-apiserver", at_us=snapshots[0][0], profile=first, source="bench",

@@ -179,7 +179,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 
 -- Code-coverage block layouts, each stored once and shared by every snapshot of the same binary
--- (merge/cover/snapshots.py owns the encoding).
+-- (merge/cover/encoding.py owns the encoding).
 CREATE TABLE IF NOT EXISTS cover_layouts (
     hash TEXT PRIMARY KEY,             -- sha256 (hex) of the layout as msgpack [files, [six lists of integers]]
     block_count INTEGER NOT NULL,      -- how many blocks the layout lists

@@ -1,5 +1,6 @@
-"""Stored counters and layouts: the packed encodings round-trip, the older encodings read the same, and a test's
-delta found by comparing packed bytes is the one the element-by-element comparison of decoded lists gives."""
+"""merge/cover/encoding.py, the bytes of stored counters and layouts: the packed encodings round-trip, the older
+encodings read the same, and a test's delta found by comparing packed bytes is the one the element-by-element
+comparison of decoded lists gives; a store holding both counter encodings gives each test the same delta."""
 
 from __future__ import annotations
 
@@ -14,41 +15,41 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditcov.merge.cover import snapshots
-from auditcov.merge.cover.model import Block, CoverageError, Profile
-from auditcov.merge.cover.pertest import per_test_coverage
-from auditcov.merge.cover.snapshots import (
+from auditcov.merge.cover.encoding import (
     Counters,
     changed_counts,
-    list_snapshots,
-    load_counters,
-    load_layout,
-    save_snapshot,
-    snapshot_counters,
+    decode_layout,
+    encode_blocks,
+    encode_layout,
+    pack_counters,
+    unpack_counters,
 )
+from auditcov.merge.cover.model import Block, CoverageError, Profile
+from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.snapshots import list_snapshots, load_counters, save_snapshot, snapshot_counters
 from auditcov.merge.store import open_store, transaction
 
 counts = st.lists(st.one_of(st.integers(0, 300), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)), max_size=700)
 
 
 def _counters(values: list[int]) -> Counters:
-    return Counters("count", "layout", *snapshots._unpack_counters(snapshots._pack_counters(values)))
+    return unpack_counters(pack_counters(values), mode="count", layout="layout")
 
 
 @settings(max_examples=200, deadline=None)
 @given(values=counts)
 def test_any_counters_round_trip_in_the_narrowest_array(values):
-    blob = snapshots._pack_counters(values)
+    blob = pack_counters(values)
     assert blob[:1] == (b"Q" if values and max(values) >= 2**32 else b"I")
     assert _counters(values).counts == values
     # The first encoding, a msgpack list, reads the same.
-    assert Counters("count", "layout", *snapshots._unpack_counters(msgpack.packb(values))).counts == values
+    assert unpack_counters(msgpack.packb(values), mode="count", layout="layout").counts == values
 
 
 def test_counters_beyond_uint64_or_negative_are_refused():
     for bad in ([2**64], [-1]):
         with pytest.raises(CoverageError, match="a counter is negative or beyond 2\\*\\*64 - 1"):
-            snapshots._pack_counters(bad)
+            pack_counters(bad)
 
 
 pairs = st.integers(0, 1300).flatmap(
@@ -129,28 +130,60 @@ def test_deltas_from_packed_and_from_msgpack_counters_are_equal(tmp_path):
     ]
 
 
-def test_a_layout_of_uncompressed_arrays_reads_the_same_and_keeps_its_hash(tmp_path):
-    """Layouts were stored for a while as msgpack [files, columns] with uncompressed uint32 arrays."""
-    statements = [i % 5 for i in range(len(BLOCKS))]
-    blocks = sorted(BLOCKS)
+blocks_with_statements = st.dictionaries(
+    st.builds(
+        Block,
+        st.sampled_from(["a.go", "pkg/b.go", "pkg/sub/c.go"]),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+    ),
+    st.integers(0, 2**32 - 1),
+    min_size=1,
+    max_size=300,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(statements=blocks_with_statements)
+def test_any_layout_round_trips_in_sorted_order(statements):
+    profile = Profile("count", statements, dict.fromkeys(statements, 0))
+    blocks, layout_hash, blob = encode_layout(profile)
+    assert blocks == sorted(statements)
+    assert (layout_hash, blob) == encode_blocks(blocks, [statements[block] for block in blocks])
+    layout = decode_layout(blob)
+    assert [layout.block(i) for i in range(len(blocks))] == layout.blocks(list(range(len(blocks)))) == blocks
+    assert [layout.statements(i) for i in range(len(blocks))] == [statements[block] for block in blocks]
+
+
+def test_a_line_beyond_uint32_is_refused_in_a_layout():
+    with pytest.raises(CoverageError, match="a block's line, column or statement count is beyond 4294967295"):
+        encode_blocks([Block("a.go", 2**32, 1, 2**32, 2)], [1])
+
+
+def _first_form(blocks: list[Block], statements: list[int]) -> tuple[list[str], list[list[int]]]:
+    """A layout's files and columns as lists of integers, the form its hash is taken of."""
     files = sorted({block.file for block in blocks})
     columns = [
         [files.index(block.file) for block in blocks],
         *([block[field] for block in blocks] for field in range(1, 5)),
         statements,
     ]
+    return files, columns
+
+
+def test_layouts_of_the_earlier_encodings_read_the_same_and_keep_their_hash():
+    """Layouts were stored first as msgpack [files, columns] with the columns as lists of integers, then for a
+    while with the columns as uncompressed uint32 arrays."""
+    statements = [i % 5 for i in range(len(BLOCKS))]
+    blocks = sorted(BLOCKS)
+    files, columns = _first_form(blocks, statements)
     old_hash = hashlib.sha256(msgpack.packb([files, columns])).hexdigest()
-    blob = msgpack.packb([files, [array("I", column).tobytes() for column in columns]])  # a little-endian machine's
-    db = open_store(tmp_path / "old.db")
-    with transaction(db.conn):
-        db.conn.execute("INSERT INTO cover_layouts VALUES (?, ?, ?)", (old_hash, len(blocks), blob))
-    layout = load_layout(db, old_hash)
-    assert [layout.block(i) for i in range(len(blocks))] == blocks and list(layout.columns[5]) == statements
-    profile = Profile("count", dict(zip(blocks, statements, strict=True)), dict.fromkeys(blocks, 1))
-    fresh = open_store(tmp_path / "new.db")
-    save_snapshot(fresh, run="r", process="p", at_us=1, profile=profile, source="s", now_us=0)
-    ((stored_hash, stored),) = fresh.conn.execute("SELECT hash, blocks FROM cover_layouts").fetchall()
-    assert stored_hash == old_hash and len(stored) < len(blob) / 4
-    snapshots._LAST_LAYOUT.clear()
-    again = load_layout(fresh, old_hash)
-    assert again.blocks(list(range(len(blocks)))) == blocks and list(again.columns[5]) == statements
+    as_lists = msgpack.packb([files, columns])
+    as_arrays = msgpack.packb([files, [array("I", column).tobytes() for column in columns]])  # a little-endian's
+    layout_hash, blob = encode_blocks(blocks, statements)
+    assert layout_hash == old_hash and len(blob) < len(as_arrays) / 4
+    for stored in (as_lists, as_arrays, blob):
+        layout = decode_layout(stored)
+        assert layout.blocks(list(range(len(blocks)))) == blocks and list(layout.columns[5]) == statements

@@ -36,16 +36,10 @@ from functools import lru_cache
 
 import sqlite_utils
 
+from auditcov.merge.cover.encoding import changed_counts
 from auditcov.merge.cover.model import CoverageError, Profile
 from auditcov.merge.cover.pycoverage import add_python_lines
-from auditcov.merge.cover.snapshots import (
-    Snapshot,
-    changed_counts,
-    list_snapshots,
-    load_layout,
-    load_python_lines,
-    snapshot_counters,
-)
+from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_layout, load_python_lines, snapshot_counters
 
 
 @dataclass(frozen=True, slots=True)

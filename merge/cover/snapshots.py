@@ -4,9 +4,9 @@
 A snapshot is the cumulative counters of one process at one moment. A kube-apiserver build has 10^5-10^6
 blocks and a run takes hundreds of snapshots, so blocks are not stored per snapshot: each distinct layout (the
 sorted blocks with their statement counts) is stored once, keyed by its hash, and a snapshot is one packed
-array of counters aligned to its layout (`_pack_counters`). Snapshots of one binary share one layout, so a
-delta between them is a subtraction of two aligned arrays, and the blocks it touches are found by comparing
-the arrays' bytes (`changed_counts`).
+array of counters aligned to its layout. Snapshots of one binary share one layout, so a delta between them is
+a subtraction of two aligned arrays (`encoding.changed_counts` finds the blocks it touches). The bytes of
+layouts and counters are merge/cover/encoding.py's; this module stores and reads them.
 
 Snapshots from a live source (the sink's boundaries) come in three shapes: raw (the bytes an agent or a profile
 file gave, decoded later off the ingest path: `write_raw_snapshot`, `decode_pending`), missing (the source did
@@ -25,27 +25,30 @@ its counters a few tens of milliseconds), with the same result.
 Functions named `write_*` run inside the caller's open transaction (the sink's writer jobs); `save_*` and
 `decode_pending` open their own.
 
-The encodings are private to this module: callers pass and get `Profile`s, `Snapshot`s and counter lists.
+Callers pass and get `Profile`s, `Snapshot`s, `Layout`s, `Counters` and counter lists; the blobs a `Decoded`
+holds go to `write_decoded` unread.
 """
 
 from __future__ import annotations
 
-import hashlib
-import operator
 import sqlite3
-import sys
-import zlib
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import compress
-from operator import itemgetter
 
 import msgpack
 import sqlite_utils
 
 from auditcov.merge.cover import covdata, gotext
+from auditcov.merge.cover.encoding import (
+    Counters,
+    Layout,
+    decode_layout,
+    encode_blocks,
+    encode_layout,
+    pack_counters,
+    unpack_counters,
+)
 from auditcov.merge.cover.goagent import is_agent_file
 from auditcov.merge.cover.model import Block, CoverageError, Profile, gc_paused
 from auditcov.merge.cover.pycoverage import ContextLines
@@ -80,133 +83,14 @@ class Snapshot:
         return self.missing is None and (self.layout is not None or self.pending)
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """The blocks of a layout in stored order; `block(i)` builds one on demand (layouts can hold 10^6)."""
-
-    files: list[str]
-    #: Six columns, one entry per block: file index, start line, start col, end line, end col, statements.
-    columns: list[Sequence[int]]
-
-    def block(self, index: int) -> Block:
-        file, start_line, start_col, end_line, end_col, _ = (column[index] for column in self.columns)
-        return Block(self.files[file], start_line, start_col, end_line, end_col)
-
-    def blocks(self, indexes: list[int]) -> list[Block]:
-        """`block(i)` for each of `indexes`, in bulk (a test's delta can touch 10^4 blocks)."""
-        if not indexes:
-            return []
-        pick = itemgetter(*indexes) if len(indexes) > 1 else lambda column: (column[indexes[0]],)
-        files, *positions = (pick(column) for column in self.columns[:5])
-        return list(map(Block, map(self.files.__getitem__, files), *positions))
-
-    def statements(self, index: int) -> int:
-        return self.columns[5][index]
-
-
-def _encode_layout(profile: Profile) -> tuple[list[Block], str, bytes]:
-    blocks = sorted(profile.statements)
-    return blocks, *_encode_blocks(blocks, list(map(profile.statements.__getitem__, blocks)))
-
-
-def _encode_blocks(blocks: list[Block], statements: list[int]) -> tuple[str, bytes]:
-    """The hash and the stored blob of the layout of sorted, distinct `blocks` with their statement counts.
-
-    The blob is msgpack `[files, six columns, "zlib"]`, each column the little-endian uint32 array of its values
-    as bytes, zlib-compressed: a kube-apiserver's layout (6 x 330,000 numbers, 7.9 MB as arrays) is then 440 KB,
-    which SQLite reads in a millisecond where the 7.9 MB took 10-35 ms, and it decompresses in a few; msgpack
-    lists of integers took tens of milliseconds to unpack. Blobs of the earlier encodings (`[files, columns]`,
-    the columns as msgpack lists, or as uncompressed arrays) are read too, and the hash is the first encoding's,
-    so one program's layout has one hash whatever its encoding.
-    """
-    file_of = itemgetter(0)
-    files = sorted(set(map(file_of, blocks)))
-    index = {file: number for number, file in enumerate(files)}
-    # Column by column, with map/itemgetter running in C: several times faster than a list per block.
-    columns = [
-        list(map(index.__getitem__, map(file_of, blocks))),
-        *(list(map(itemgetter(field), blocks)) for field in range(1, 5)),
-        statements,
-    ]
-    layout_hash = hashlib.sha256(msgpack.packb([files, columns])).hexdigest()
-    try:
-        arrays = [array("I", column) for column in columns]
-    except OverflowError:
-        raise CoverageError("a block's line, column or statement count is beyond 4294967295") from None
-    if sys.byteorder == "big":
-        for column in arrays:
-            column.byteswap()
-    return layout_hash, msgpack.packb([files, [zlib.compress(column.tobytes(), 1) for column in arrays], "zlib"])
-
-
-def _decode_columns(columns: list, compression: str | None) -> list:
-    """A layout blob's columns as sequences of numbers, from any of its encodings (see `_encode_blocks`)."""
-    if not columns or not isinstance(columns[0], bytes):
-        return columns
-    if compression == "zlib":
-        columns = list(map(zlib.decompress, columns))
-    if sys.byteorder == "little":
-        return [memoryview(column).cast("I") for column in columns]  # no copy: 7.9 MB at kube-apiserver size
-    arrays = [array("I", column) for column in columns]
-    for column in arrays:
-        column.byteswap()
-    return arrays
-
-
-#: The first byte of a counter blob of the packed encoding: the array typecode of its counts. msgpack, the first
-#: encoding, starts a list with 0x90-0x9f, 0xdc or 0xdd, never these.
-_PACKED_TYPECODES = (b"I", b"Q")
-#: Bytes of two counter arrays compared at once: 256 uint32 counts, so a test that runs a few thousand blocks
-#: decodes a few hundred chunks, and the Python loop over the unchanged rest is ~1,300 memcmp calls.
-_CHUNK_BYTES = 1024
-
-
-def _little_endian(counts: Sequence[int], typecodes: str = "IQ") -> tuple[str, bytes]:
-    """`counts` as the bytes of a little-endian array of the first of `typecodes` that holds them all (uint32,
-    else uint64), with that typecode."""
-    for typecode in typecodes:
-        try:
-            packed = array(typecode, counts)
-        except OverflowError:
-            continue
-        if sys.byteorder == "big":
-            packed.byteswap()
-        return typecode, packed.tobytes()
-    raise CoverageError("a counter is negative or beyond 2**64 - 1")
-
-
-def _as_array(typecode: str, data: bytes) -> array:
-    """The counts of little-endian array bytes."""
-    counts = array(typecode, data)
-    if sys.byteorder == "big":
-        counts.byteswap()
-    return counts
-
-
-def _pack_counters(counts: Sequence[int]) -> bytes:
-    """The stored blob of a snapshot's counters: the typecode ("I" or "Q"), then the little-endian array,
-    zlib-compressed (level 1: a kube-apiserver's 330,000 counts are 1.3 MB packed, 150 KB compressed, and
-    decompress in a few milliseconds; its msgpack list was 320 KB and took 14 ms to unpack)."""
-    typecode, data = _little_endian(counts)
-    return typecode.encode() + zlib.compress(data, 1)
-
-
-def _unpack_counters(blob: bytes) -> tuple[str, bytes]:
-    """The typecode and little-endian bytes of a stored counter blob, of either encoding (a msgpack list of
-    integers, as first written, is read too)."""
-    if blob[:1] in _PACKED_TYPECODES:
-        return blob[:1].decode(), zlib.decompress(memoryview(blob)[1:])
-    return _little_endian(msgpack.unpackb(blob))
-
-
 def save_snapshot(
     db: sqlite_utils.Database, *, run: str, process: str, at_us: int, profile: Profile, source: str, now_us: int
 ) -> int:
     """Store `profile` as the snapshot of `process` at `at_us`; a second import of that moment replaces it."""
     if not profile.statements:
         raise CoverageError(f"{source}: the snapshot has no blocks")
-    blocks, layout_hash, layout_blob = _encode_layout(profile)
-    counters = _pack_counters(list(map(profile.counts.__getitem__, blocks)))
+    blocks, layout_hash, layout_blob = encode_layout(profile)
+    counters = pack_counters(list(map(profile.counts.__getitem__, blocks)))
     with transaction(db.conn):
         ensure_run(db.conn, run, now_us)
         db.conn.execute(
@@ -246,22 +130,7 @@ def _counters_blob(db: sqlite_utils.Database, snapshot: Snapshot) -> bytes:
 
 def load_counters(db: sqlite_utils.Database, snapshot: Snapshot) -> list[int]:
     """The counters of a decoded `snapshot`, aligned to its layout's blocks (`snapshot_counters` takes any)."""
-    return _as_array(*_unpack_counters(_counters_blob(db, snapshot))).tolist()
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """A snapshot's counters with the mode and layout they belong to, as a little-endian array's bytes."""
-
-    mode: str
-    layout: str
-    typecode: str  # of the array: "I" (uint32) or "Q" (uint64)
-    packed: bytes
-
-    @property
-    def counts(self) -> list[int]:
-        """The counts, one per block of the layout (`changed_counts` compares two without decoding them all)."""
-        return _as_array(self.typecode, self.packed).tolist()
+    return unpack_counters(_counters_blob(db, snapshot), mode=snapshot.mode, layout=snapshot.layout).counts
 
 
 def snapshot_counters(db: sqlite_utils.Database, snapshot: Snapshot) -> Counters:
@@ -271,40 +140,10 @@ def snapshot_counters(db: sqlite_utils.Database, snapshot: Snapshot) -> Counters
     if snapshot.pending:
         decoded = decode_snapshot(db, snapshot.id)
         if decoded is not None:
-            return Counters(decoded.mode, decoded.layout_hash, *_unpack_counters(decoded.counters))
+            return unpack_counters(decoded.counters, mode=decoded.mode, layout=decoded.layout_hash)
         # Decoded meanwhile by someone else: read the stored result.
         (snapshot,) = (s for s in list_snapshots(db, snapshot.run) if s.id == snapshot.id)
-    return Counters(snapshot.mode, snapshot.layout, *_unpack_counters(_counters_blob(db, snapshot)))
-
-
-def changed_counts(before: Counters, after: Counters) -> tuple[list[int], list[int], list[int]]:
-    """The blocks whose counts differ between two aligned counter arrays: their indexes, in order, and their
-    counts before and after.
-
-    The arrays' bytes are compared a chunk at a time (memcmp) and only the chunks that differ are decoded: a
-    kube-apiserver build has 3 * 10^5 blocks, a test changes a few thousand.
-    """
-    typecode, old, new = before.typecode, before.packed, after.packed
-    if before.typecode != after.typecode:  # a count beyond uint32 in one of them: compare both as uint64
-        typecode = "Q"
-        old, new = (_little_endian(_as_array(c.typecode, c.packed), "Q")[1] for c in (before, after))
-    size = array(typecode).itemsize
-    if len(old) != len(new):
-        raise CoverageError(f"counter lists of {len(old) // size} and {len(new) // size} blocks cannot be compared")
-    indexes: list[int] = []
-    counts_before: list[int] = []
-    counts_after: list[int] = []
-    for start in range(0, len(old), _CHUNK_BYTES):
-        chunk_before, chunk_after = old[start : start + _CHUNK_BYTES], new[start : start + _CHUNK_BYTES]
-        if chunk_before == chunk_after:
-            continue
-        first = start // size
-        counted_before, counted_after = _as_array(typecode, chunk_before), _as_array(typecode, chunk_after)
-        for i in compress(range(len(counted_after)), map(operator.ne, counted_before, counted_after)):
-            indexes.append(first + i)
-            counts_before.append(counted_before[i])
-            counts_after.append(counted_after[i])
-    return indexes, counts_before, counts_after
+    return unpack_counters(_counters_blob(db, snapshot), mode=snapshot.mode, layout=snapshot.layout)
 
 
 #: Layouts decoded in memory and not (yet) in the store, by hash: `load_layout` finds them there.
@@ -334,8 +173,7 @@ def load_layout(db: sqlite_utils.Database, layout_hash: str) -> Layout:
     if blob is None:
         raise CoverageError(f"layout {layout_hash[:12]} is missing from the store")
     with gc_paused():
-        files, columns, *compression = msgpack.unpackb(blob)
-        layout = Layout(files, _decode_columns(columns, compression[0] if compression else None))
+        layout = decode_layout(blob)
     _LAST_LAYOUT.clear()
     _LAST_LAYOUT[layout_hash] = layout
     return layout
@@ -426,7 +264,7 @@ class Decoded:
     layout_hash: str
     layout_blob: bytes
     block_count: int
-    counters: bytes  # the stored blob (`_pack_counters`), aligned to the layout
+    counters: bytes  # the stored blob (`encoding.pack_counters`), aligned to the layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +313,7 @@ def _meta_layout(db: sqlite_utils.Database, meta: str, *, where: str) -> _MetaLa
     position = [-1] * len(blocks)
     for i in kept:
         position[i] = index[blocks[i]]
-    layout_hash, blob = _encode_blocks(sorted_blocks, [statements[i] for i in order.values()])
+    layout_hash, blob = encode_blocks(sorted_blocks, [statements[i] for i in order.values()])
     unique = list(order.values()) if len(order) == len(kept) else None
     layout = _MetaLayout(parsed, layout_hash, blob, len(sorted_blocks), position, unique)
     _META_LAYOUTS[meta] = layout
@@ -498,7 +336,7 @@ def decode_snapshot(db: sqlite_utils.Database, snapshot_id: int) -> Decoded | No
         decoded = _decode_text(raw, source) if meta is None else _decode_counters(db, raw, meta, source)
     mode, layout_hash, layout_blob, block_count, counters = decoded
     _remember_layout(layout_hash, layout_blob)
-    return Decoded(snapshot_id, mode, layout_hash, layout_blob, block_count, _pack_counters(counters))
+    return Decoded(snapshot_id, mode, layout_hash, layout_blob, block_count, pack_counters(counters))
 
 
 def _decode_counters(db: sqlite_utils.Database, raw: bytes, meta: str, source: str) -> tuple:
@@ -533,7 +371,7 @@ def _decode_text(raw: bytes, source: str) -> tuple:
         del profile.statements[block], profile.counts[block]
     if not profile.statements:
         raise CoverageError(f"{source}: the profile has no blocks")
-    blocks, layout_hash, blob = _encode_layout(profile)
+    blocks, layout_hash, blob = encode_layout(profile)
     return profile.mode, layout_hash, blob, len(blocks), list(map(profile.counts.__getitem__, blocks))
 
 
