@@ -133,13 +133,13 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     from auditcov.sink.queries import setup_query_routes  # it reads this module's app keys: imported here
 
     setup_query_routes(app)
+    from auditcov.sink.reportpage import setup_report_page  # it reads this module's app keys: imported here
+
+    setup_report_page(app)
     return app
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
-    from auditcov.sink.reportpage import setup_report_page  # it reads this module's app keys: imported here
-
-    setup_report_page(app)
     settings = app[SETTINGS]
     checkpointer = Checkpointer(settings.db, synchronous=settings.synchronous)
     writer = app[WRITER]
