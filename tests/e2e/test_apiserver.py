@@ -405,26 +405,28 @@ def test_each_test_has_its_apiserver_lines_from_exact_boundaries(outcome: Outcom
 
 
 def test_a_test_alone_on_a_fresh_apiserver_covers_nearly_the_same_lines(outcome: Outcome, alone: dict) -> None:
-    """Each of three tests run alone on a fresh apiserver covers nearly the lines it covered in the whole run.
+    """Each of three tests run alone on a fresh apiserver covers nearly every line it covered in the whole run.
 
     They cannot be equal: the apiserver works in the background (its controllers, lease and storage-version
     loops, kube-controller-manager's requests, the previous test's namespace being finalized), so each window
     holds some lines of that too; and a fresh apiserver runs first-use paths (caches filled, schemas compiled)
     that the whole run had already taken before. The comparison is written to alone/summary.txt."""
     tests = cover_report(outcome.store, outcome.run)
-    lines = []
+    lines, kept = [], {}
     for name, single in alone.items():
         whole, by_itself = covered_lines(tests[name]), covered_lines(single)
         shared = len(whole & by_itself)
+        kept[name] = shared / len(whole)
         lines.append(
             f"{name}\n    whole run {len(whole)} lines, alone {len(by_itself)}, both {shared} "
-            f"({shared / len(whole | by_itself):.0%} of either), only in the whole run {len(whole - by_itself)}, "
+            f"({kept[name]:.1%} of the whole run's), only in the whole run {len(whole - by_itself)}, "
             f"only alone {len(by_itself - whole)}"
         )
-        assert shared / len(by_itself) >= 0.8, lines[-1]
     (OUT / "alone" / "summary.txt").write_text(
         "== make e2e, tests alone against the whole run ==\n" + "\n".join(lines) + "\n"
     )
+    # Measured: 97.6-100% of the whole run's lines, while a fresh apiserver's first use adds up to 20% more.
+    assert all(share >= 0.95 for share in kept.values()), lines
 
 
 def test_every_focused_test_ran_and_passed(outcome: Outcome) -> None:
