@@ -9,11 +9,11 @@
 It returns the items as decoded JSON, not yet checked as events (`merge.events.event_from_json` does that), so
 one bad item never costs the others.
 
-`decode_batch(data)` is what the sink stores: every item of a body of those shapes as an `AuditEvent`, or as a
-`Malformed` holding the item's own bytes and the reason it is not one (which item, what is wrong, where). Its
-fast path is the shape the apiserver sends: an EventList of valid UTF-8 decoded straight into `AuditEvent`s,
-every field checked in msgspec's C decoder without building the dicts (`decode_event_list`; None when that is
-not the case). Any other body is first split into the bytes of its items (`split_body`: msgspec skipping over
+What the sink stores comes two ways. The fast path is the shape the apiserver sends: `decode_event_list(data)`
+decodes an EventList of valid UTF-8 straight into `AuditEvent`s, every field checked in msgspec's C decoder
+without building the dicts (None when that is not the case). Any other body goes to `check_body(data)`: every
+item as an `AuditEvent`, or as a `Malformed` holding the item's own bytes and the reason it is not one (which
+item, what is wrong, where). The body is first split into the bytes of its items (`split_body`: msgspec skipping over
 each item, or, when even that fails, `merge.rawjson` scanning for them), and each item is checked on its own:
 one item with invalid UTF-8, nested deeper than the decoder reads, or not JSON at all never costs the others.
 A JSON line that does not parse becomes a `Malformed` item carrying its raw text and the reason, to be
@@ -86,15 +86,9 @@ def decode_event_list(data: bytes) -> list[AuditEvent] | None:
     return document.items or []
 
 
-def decode_batch(data: bytes) -> list[AuditEvent | Malformed]:
-    """Every item of `data` as an event, or as a `Malformed` with its bytes and reason (see the module
-    docstring); raise `BadBodyError` when `data` is no shape of events."""
-    events = decode_event_list(data)
-    return check_body(data) if events is None else events
-
-
 def check_body(data: bytes) -> list[AuditEvent | Malformed]:
-    """`decode_batch` item by item: each item of `data` checked on its own."""
+    """Every item of `data` checked on its own: as an event, or as a `Malformed` with its bytes and reason (see
+    the module docstring); raise `BadBodyError` when `data` is no shape of events."""
     return [check_item(item) for item in split_body(data)]
 
 
