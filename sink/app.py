@@ -127,15 +127,13 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
-    from auditcov.sink.coverage_routes import setup_coverage  # it reads this module's app keys: imported here
+    # The other route modules read this module's app keys, so they are imported here, not at the top.
+    from auditcov.sink.coverage_routes import setup_coverage
+    from auditcov.sink.queries import setup_query_routes
+    from auditcov.sink.reportpage import setup_report_page
 
-    setup_coverage(app)
-    from auditcov.sink.queries import setup_query_routes  # it reads this module's app keys: imported here
-
-    setup_query_routes(app)
-    from auditcov.sink.reportpage import setup_report_page  # it reads this module's app keys: imported here
-
-    setup_report_page(app)
+    for setup in (setup_coverage, setup_query_routes, setup_report_page):
+        setup(app)
     return app
 
 
