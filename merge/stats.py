@@ -14,7 +14,7 @@ _COUNTS = {
     "quarantined": ("count(*)", "quarantine", ""),
     "runs": ("count(*)", "runs", ""),
     "tests": ("count(*)", "tests", ""),
-    "conformance_tests": ("count(*)", "tests", "conformance"),
+    "conformance_tests": ("count(*)", "tests", "conformance = 1"),
     "namespaces": ("count(*)", "namespaces", ""),
     "markers": ("count(*)", "markers", ""),
 }

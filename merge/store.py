@@ -1,7 +1,10 @@
-"""The store: one SQLite database (WAL) whose schema is defined here and nowhere else.
+"""The store: one SQLite database (WAL), or a PostgreSQL database, whose schema is defined here and nowhere else.
 
 Everything reads and writes through `open_store` and the tables below. The sink writes events from one
 writer thread; reports and offline tools read with their own connections (WAL lets readers run beside it).
+`--db` takes a file path (SQLite) or a `postgresql://` URL: `merge.pgstore` runs the same schema and the same
+queries there, and holds every difference between the two; the few writes that differ in more than their words
+(`insert_or_ignore`, `ensure_run`, `drop_run`) and what a failure means (`unavailable_reason`) are decided here.
 
 Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
     1: the first schema: runs, events, tests, namespaces, markers, quarantine, the attributed_events view,
@@ -19,6 +22,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from itertools import chain
 from pathlib import Path
 
 import sqlite_utils
@@ -257,10 +262,20 @@ CREATE TABLE IF NOT EXISTS py_lines (
 """
 
 
+def is_postgres_url(target: object) -> bool:
+    """Whether a `--db` value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils.Database:
-    """Open (creating if needed) the store at `path`, in WAL mode, with the schema in place."""
+    """Open (creating if needed) the store at `path`, in WAL mode, with the schema in place; a `postgresql://`
+    URL opens that database instead (`synchronous` is SQLite's: PostgreSQL's commits are durable)."""
     if synchronous.upper() not in ("NORMAL", "FULL"):
         raise StoreError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+    if is_postgres_url(path):
+        from auditcov.merge.pgstore import open_pg_store
+
+        return open_pg_store(path)
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db = sqlite_utils.Database(conn)
@@ -279,6 +294,10 @@ def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils
 
 def open_store_readonly(path: str | Path) -> sqlite_utils.Database:
     """Open an existing store for reading only (reports, stats): never creates or changes it."""
+    if is_postgres_url(path):
+        from auditcov.merge.pgstore import open_pg_store_readonly
+
+        return open_pg_store_readonly(path)
     if not Path(path).is_file():
         raise StoreError(f"{path}: no store there")
     try:
@@ -363,5 +382,77 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def ensure_run(conn: sqlite3.Connection, run: str, at_us: int) -> None:
-    """Record `run` (first seen at `at_us`) if the store does not know it yet."""
+    """Record `run` (first seen at `at_us`) if the store does not know it yet (on PostgreSQL, with its own
+    partition of `events`)."""
+    if not isinstance(conn, sqlite3.Connection):
+        conn.ensure_run(run, at_us)
+        return
     conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, at_us))
+
+
+#: Rows per INSERT statement on SQLite. sqlite3 holds the GIL to bind a statement's parameters and releases it
+#: while SQLite runs the statement, so many rows per statement let the writer thread insert a whole chunk beside
+#: the event loop's parsing instead of waiting for the GIL once per row. 400 is the apiserver's largest batch.
+_ROWS_PER_INSERT = 400
+
+
+def insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
+    """Insert `rows` into `table`, skipping those whose key is stored already; return how many were inserted.
+
+    On SQLite, `_ROWS_PER_INSERT` rows per statement (the rest in halving chunks, so that only a few distinct
+    statements exist and sqlite3's statement cache keeps them compiled); on PostgreSQL, by COPY.
+    """
+    if not isinstance(conn, sqlite3.Connection):
+        return conn.insert_or_ignore(table, columns, rows)
+    before = conn.total_changes
+    size = min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
+    start = 0
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        conn.execute(_insert_sql(table, columns, size), tuple(chain.from_iterable(rows[start : start + size])))
+        start += size
+    return conn.total_changes - before
+
+
+@cache
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the store cannot take writes now but may again, when `exc` says so (the disk is full, the file is
+    locked by another process or read-only, an I/O error; the server is down or restarting): the sink answers
+    503 with Retry-After. None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None or code & 0xFF not in _TRANSIENT_CODES:
+            return None
+        return f"the store cannot take writes now ({getattr(exc, 'sqlite_errorname', code)}: {exc})"
+    if is_database_error(exc):
+        from auditcov.merge.pgstore import unavailable_reason as pg_unavailable_reason
+
+        return pg_unavailable_reason(exc)
+    return None
+
+
+#: SQLite's primary result codes for a store that cannot take writes now but may again.
+_TRANSIENT_CODES = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY}
+)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether `exc` comes from the store's database (SQLite's or PostgreSQL's driver), not from the caller."""
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith("psycopg")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a transaction failed only because of another beside it (PostgreSQL's deadlocks and
+    serialization failures): running it again succeeds."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    from auditcov.merge.pgstore import is_retryable as pg_is_retryable
+
+    return pg_is_retryable(exc)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -34,7 +33,7 @@ from auditcov.merge.decode import check_body, decode_event_list
 from auditcov.merge.errors import AuditcovError, NotFoundError
 from auditcov.merge.events import format_time, now_us, parse_time
 from auditcov.merge.stats import store_stats
-from auditcov.merge.store import open_store, open_store_readonly
+from auditcov.merge.store import is_database_error, is_postgres_url, open_store, open_store_readonly, unavailable_reason
 from auditcov.merge.tokens import read_token
 from auditcov.sink.agents import AGENTS
 from auditcov.sink.checkpointer import Checkpointer
@@ -139,14 +138,17 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    checkpointer = Checkpointer(settings.db, synchronous=settings.synchronous)
+    # PostgreSQL checkpoints its own WAL.
+    checkpointer = None if is_postgres_url(settings.db) else Checkpointer(settings.db, synchronous=settings.synchronous)
     writer = app[WRITER]
     writer.start()
-    checkpointer.start()
+    if checkpointer is not None:
+        checkpointer.start()
     yield
     # Handlers have finished by now (graceful shutdown waits for them): commit what they queued, then stop. The
     # writer's connection closes last, so it checkpoints what is left and removes the WAL.
-    await asyncio.get_running_loop().run_in_executor(None, checkpointer.close)
+    if checkpointer is not None:
+        await asyncio.get_running_loop().run_in_executor(None, checkpointer.close)
     await writer.close()
 
 
@@ -196,6 +198,8 @@ async def error_middleware(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if (reason := unavailable_reason(exc)) is not None:  # a query's store went away (PostgreSQL restarting)
+            return _error(503, f"{reason}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
@@ -383,7 +387,9 @@ async def readyz(request: web.Request) -> web.Response:
         if writer.unavailable is not None and time.monotonic() - writer.unavailable_since < RETRY_AFTER_S:
             raise writer.unavailable
         await asyncio.wait_for(writer.submit(lambda: None), READY_TIMEOUT_S)
-    except (TimeoutError, RuntimeError, sqlite3.Error, StoreUnavailableError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, TimeoutError | RuntimeError | StoreUnavailableError) and not is_database_error(exc):
+            raise
         return _error(503, f"the store is not writable: {exc or type(exc).__name__}")
     return web.Response(text="ready\n")
 

@@ -1,6 +1,7 @@
 """The `auditcov` command line: a thin layer over the library; each command opens a library object and calls it.
 
-Errors from the library (`AuditcovError`) become a one-line message and exit status 1.
+Errors from the library (`AuditcovError`) and from the store's database become a one-line message and exit
+status 1.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import click
 
 from auditcov.merge.errors import AuditcovError
+from auditcov.merge.store import is_database_error
 from auditcov.sink.commands import LazyGroup
 
 #: Every command, as "module:attribute", imported only when it runs (see `LazyGroup`). Add new ones here.
@@ -31,6 +33,10 @@ class _Group(LazyGroup):
             return super().invoke(ctx)
         except AuditcovError as exc:
             raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            raise click.ClickException(f"the store failed: {type(exc).__name__}: {exc}") from exc
 
 
 @click.group(cls=_Group, lazy=COMMANDS)

@@ -10,7 +10,7 @@ offline imports.
 - `write(batch)` stores a prepared batch inside the caller's open transaction and returns the counts;
 - `ingest(run, items)` does both in one transaction of its own (for `auditcov import` and other offline use).
 
-The event identity is (run, requestReceivedTimestamp, auditID, stage) (see `merge.store`): `INSERT OR IGNORE`
+The event identity is (run, requestReceivedTimestamp, auditID, stage) (see `merge.store`): `insert_or_ignore`
 makes a retried batch store nothing twice, and what it skipped is counted as duplicates, persistently, in
 `runs.duplicates`. Invalid items go to the quarantine table, raw, with their reason: as the bytes received when
 they came as bytes (as text when those are UTF-8, else base64, `quarantine.raw_encoding`), identified by the
@@ -26,11 +26,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from itertools import chain
 from typing import Protocol
 
 import msgspec
@@ -41,7 +38,7 @@ from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import AuditcovError, BadEventError
 from auditcov.merge.events import AuditEvent, event_from_json, item_json, json_text, now_us
 from auditcov.merge.rawjson import JSONShapeError, children, skip_whitespace
-from auditcov.merge.store import ensure_run, transaction
+from auditcov.merge.store import ensure_run, insert_or_ignore, transaction
 from auditcov.merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
 EVENT_COLUMNS = (
@@ -50,10 +47,6 @@ EVENT_COLUMNS = (
     "stage_us", "client", "test", "operation_id", "unmatched_reason", "annotations", "request_object",
     "response_object",
 )  # fmt: skip
-#: Rows per INSERT statement. sqlite3 holds the GIL to bind a statement's parameters and releases it while
-#: SQLite runs the statement, so many rows per statement let the writer thread insert a whole chunk beside the
-#: event loop's parsing instead of waiting for the GIL once per row. 400 is the apiserver's largest batch.
-_ROWS_PER_INSERT = 400
 #: What a run may be called (check_run_name); the OpenAPI document (sink/apidoc.py) states the same pattern.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -164,16 +157,14 @@ class Ingestor:
         conn = self.db.conn
         run = batch.run
         ensure_run(conn, run, batch.received_us)
-        before = conn.total_changes
-        _insert_or_ignore(conn, "events", EVENT_COLUMNS, batch.events)
-        accepted = conn.total_changes - before
+        accepted = insert_or_ignore(conn, "events", EVENT_COLUMNS, batch.events)
         duplicates = len(batch.events) - accepted
         if duplicates:
             conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE name = ?", (duplicates, run))
         tests = [(run, name, tags, conformance) for name, (tags, conformance) in batch.tests.items()]
-        _insert_or_ignore(conn, "tests", ("run", "name", "tags", "conformance"), tests)
-        _insert_or_ignore(conn, "namespaces", ("run", "namespace", "test", "created_us"), batch.namespaces)
-        _insert_or_ignore(conn, "quarantine", QUARANTINE_COLUMNS, batch.quarantine)
+        insert_or_ignore(conn, "tests", ("run", "name", "tags", "conformance"), tests)
+        insert_or_ignore(conn, "namespaces", ("run", "namespace", "test", "created_us"), batch.namespaces)
+        insert_or_ignore(conn, "quarantine", QUARANTINE_COLUMNS, batch.quarantine)
         return IngestResult(accepted, duplicates, len(batch.quarantine))
 
     def record_marker(self, run: str, test: str, event: str, at_us: int) -> None:
@@ -251,24 +242,6 @@ def _member_name(key: bytes) -> bytes:
         return orjson.loads(key).encode()
     except (orjson.JSONDecodeError, AttributeError, UnicodeEncodeError):
         return key
-
-
-def _insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT OR IGNORE `rows` into `table` in order, `_ROWS_PER_INSERT` per statement (the rest in halving
-    chunks, so that only a few distinct statements exist and sqlite3's statement cache keeps them compiled)."""
-    size = min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
-    start = 0
-    while start < len(rows):
-        while size > len(rows) - start:
-            size //= 2
-        conn.execute(_insert_sql(table, columns, size), tuple(chain.from_iterable(rows[start : start + size])))
-        start += size
-
-
-@cache
-def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
-    row = f"({', '.join('?' * len(columns))})"
-    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
 
 
 def _test_row(tags: tuple[str, ...]) -> tuple[str, int]:

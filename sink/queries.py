@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +29,7 @@ from aiohttp import web
 
 from auditcov.merge.reports import queries
 from auditcov.merge.reports.diff import diff_runs
-from auditcov.merge.store import open_store_readonly
+from auditcov.merge.store import is_database_error, open_store_readonly
 from auditcov.sink.apidoc import api_document
 from auditcov.sink.app import QUERY_TOKEN, SETTINGS, _authorize, _json
 
@@ -53,9 +52,10 @@ class QueryReader:
             self._db = open_store_readonly(self.path)
         try:
             return read(self._db)
-        except sqlite3.DatabaseError:
-            self._db.conn.close()  # reopened by the next query
-            self._db = None
+        except Exception as exc:
+            if is_database_error(exc):
+                self._db.conn.close()  # reopened by the next query
+                self._db = None
             raise
 
     def close(self) -> None:

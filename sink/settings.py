@@ -37,7 +37,7 @@ class Settings:
     """Everything `auditcov serve` can be told (see the module docstring for precedence)."""
 
     listen: str = _key("127.0.0.1:8080", "host:port to listen on; port 0 picks a free port")
-    db: str = _key("auditcov.db", "the SQLite store (created if missing)")
+    db: str = _key("auditcov.db", "the store: a SQLite file (created if missing) or a postgresql:// URL")
     tls_cert: str = _key("", "PEM server certificate chain; with tls_key the sink serves HTTPS")
     tls_key: str = _key("", "PEM private key of tls_cert")
     client_ca: str = _key("", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")

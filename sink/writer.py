@@ -10,8 +10,9 @@ is delivered only after COMMIT returns, which is what lets the sink answer 2xx o
 Nothing here runs on the event loop: a commit (an fsync with synchronous=FULL) never blocks it.
 
 A transaction that fails because the store cannot take writes now (the disk is full, another process holds the
-write lock past the busy timeout, an I/O error) fails its jobs with `StoreUnavailableError`, which the sink
-answers 503 with Retry-After; SQLite rolls the transaction back, so nothing of it is half written.
+write lock past the busy timeout, an I/O error, PostgreSQL is down) fails its jobs with `StoreUnavailableError`,
+which the sink answers 503 with Retry-After; the transaction is rolled back, so nothing of it is half written.
+One that loses to another sink's transaction (a deadlock on PostgreSQL) runs again, up to `RETRIES` times.
 `unavailable` says why until a transaction commits again. Any other failure, even one that would end the
 thread, fails the jobs of its group with that error and the thread goes on with the next group.
 """
@@ -22,7 +23,6 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,26 +30,23 @@ from typing import TypeVar
 
 import sqlite_utils
 
+from auditcov.merge.store import is_database_error, is_retryable, unavailable_reason
+
 T = TypeVar("T")
 _STOP = object()
 log = logging.getLogger(__name__)
-#: SQLite's primary result codes for a store that cannot take writes now but may again (disk full, locked by
-#: another process, I/O error, a read-only file): retry later.
-TRANSIENT_CODES = frozenset(
-    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY}
-)
+#: How many times a transaction that lost only to another one beside it (a deadlock between sinks) runs again.
+RETRIES = 5
 
 
 class StoreUnavailableError(Exception):
-    """The store cannot take writes now (see `TRANSIENT_CODES`); the message says why. Retry later."""
+    """The store cannot take writes now (`merge.store.unavailable_reason`); the message says why. Retry later."""
 
 
-def unavailable_error(exc: sqlite3.Error) -> StoreUnavailableError | None:
+def unavailable_error(exc: BaseException) -> StoreUnavailableError | None:
     """The error to give callers when `exc` means the store cannot take writes now; None for other errors."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None or code & 0xFF not in TRANSIENT_CODES:
-        return None
-    return StoreUnavailableError(f"the store cannot take writes now ({getattr(exc, 'sqlite_errorname', code)}: {exc})")
+    reason = unavailable_reason(exc)
+    return None if reason is None else StoreUnavailableError(reason)
 
 
 class Writer:
@@ -114,6 +111,13 @@ class Writer:
                 self._fail(group, exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}"))
 
     def _commit(self, group: list[tuple[Callable[[], object], concurrent.futures.Future]]) -> None:
+        for attempt in range(RETRIES + 1):
+            if self._try_commit(group, last_attempt=attempt == RETRIES):
+                return
+            log.info("store transaction lost to another beside it (attempt %d); running it again", attempt + 1)
+
+    def _try_commit(self, group: list[tuple[Callable[[], object], concurrent.futures.Future]], last_attempt: bool):
+        """One attempt at committing `group`; False when it should be tried again (nothing of it is committed)."""
         conn = self.db.conn
         done: list[tuple[concurrent.futures.Future, object]] = []
         try:
@@ -123,14 +127,14 @@ class Writer:
             isolate = len(group) > 1
             for job, future in group:
                 # A caller that gave up (cancelled) gets nothing written on its behalf.
-                if not future.set_running_or_notify_cancel():
+                if not (future.running() or future.set_running_or_notify_cancel()):
                     continue
                 if isolate:
                     conn.execute("SAVEPOINT job")
                 try:
                     result = job()
                 except Exception as exc:
-                    if isinstance(exc, sqlite3.Error) and unavailable_error(exc) is not None:
+                    if is_database_error(exc) and (unavailable_error(exc) is not None or is_retryable(exc)):
                         raise  # the whole transaction is lost (SQLite may have rolled it back already)
                     if isolate:
                         conn.execute("ROLLBACK TO job")
@@ -145,9 +149,13 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("COMMIT")
                 self.transactions += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if is_retryable(exc) and not last_attempt:
+                return False
             unavailable = unavailable_error(exc)
             if unavailable is None:
                 log.error("store transaction failed: %s: %s", type(exc).__name__, exc)
@@ -156,12 +164,13 @@ class Writer:
                     log.warning("%s; batches are answered 503 until it can", unavailable)
                 self.unavailable, self.unavailable_since = unavailable, time.monotonic()
             self._fail(group, unavailable or exc)
-            return
+            return True
         if self.unavailable is not None:
             log.warning("the store takes writes again")
             self.unavailable = None
         for future, result in done:
             future.set_result(result)
+        return True
 
     @staticmethod
     def _fail(group: list[tuple[Callable[[], object], concurrent.futures.Future]], exc: Exception) -> None:

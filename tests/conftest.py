@@ -41,3 +41,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "go" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A PostgreSQL server started for this test session (see tests/pgserver.py)."""
+    from pgserver import PostgresServer, postgres_bin
+
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (hack/test-deps.sh installs Debian's postgresql)")
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"), bindir)
+    server.init()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new, empty PostgreSQL database of this test's own."""
+    return postgres_server.new_database()

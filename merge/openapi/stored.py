@@ -112,7 +112,7 @@ def _remap(
     params: tuple,
     progress: Callable[[int, int], None] | None,
 ) -> RemapResult:
-    total = conn.execute(f"SELECT COUNT(*) FROM events WHERE 1 {where}", params).fetchone()[0]
+    total = conn.execute(f"SELECT COUNT(*) FROM events WHERE TRUE {where}", params).fetchone()[0]
     result = RemapResult()
     match = matcher.match
     last_id = 0

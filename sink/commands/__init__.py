@@ -34,8 +34,8 @@ db_option = click.option(
     default="auditcov.db",
     show_default=True,
     envvar="AUDITCOV_DB",
-    type=click.Path(dir_okay=False),
-    help="The SQLite store (env AUDITCOV_DB).",
+    metavar="FILE|URL",
+    help="The store: a SQLite file, or a postgresql:// URL (env AUDITCOV_DB).",
 )
 
 run_option = click.option("--run", "run", default=None, help="The run (default: every run, or the only one).")
