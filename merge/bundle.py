@@ -13,10 +13,10 @@ gzipped (`auditcov.db.gz`, `coverage.lcov.gz`, `cobertura.xml.gz`): a kube-apise
 fifth of its size (examples/e2e-v1.36.3: 10 MB, against 51 MB plain). The page, the JSON and JUnit files stay
 as they are, so that a browser and prow's viewers open them from the folder.
 
-Merging copies each bundle's store into a new one inside SQLite (ATTACH, then one INSERT ... SELECT per table,
-as coverage.py's `CoverageData.update` does) and renders the reports again; `load_bundles` copies them the same
-way into a store of the caller's, new or not, that `auditcov serve` then serves (a gzipped store is first
-decompressed into a temporary file). It is idempotent: events keep their identity (run, receive time, auditID,
+Merging copies each bundle's store into a new one, table by table (as coverage.py's `CoverageData.update` does),
+and renders the reports again; `load_bundles` copies them the same way into a store of the caller's, new or not,
+SQLite or PostgreSQL (the central store of many CI jobs), that `auditcov serve` then serves (a gzipped store is
+first decompressed into a temporary file). It is idempotent: events keep their identity (run, receive time, auditID,
 stage) and every other table its key, so rows a store already has are skipped, and a bundle given twice (the
 same store, by its sha256) is read once. Bundles of different runs (several providers, differently named
 shards) become one run, named by the caller; their processes are then named `<run>:<process>` so that each
@@ -46,7 +46,16 @@ from auditcov.merge.reports.coverjson import totals as code_totals
 from auditcov.merge.reports.endpointjson import endpoint_report
 from auditcov.merge.reports.formats import ReportOptions, RunModels, render_report
 from auditcov.merge.reports.junit import untested_eligible
-from auditcov.merge.store import choose_run, open_store, open_store_readonly, transaction
+from auditcov.merge.store import (
+    choose_run,
+    ensure_run,
+    insert_or_ignore,
+    is_database_error,
+    open_store,
+    open_store_readonly,
+    schema_tables,
+    transaction,
+)
 
 FORMAT_VERSION = 1
 STORE = "auditcov.db"
@@ -85,7 +94,7 @@ class Loaded:
     """What `load_bundles` left in a store: the run, its events (and how many of them the load added), tests and
     coverage snapshots."""
 
-    store: Path
+    store: str  # the store's path or URL
     run: str
     bundles: int
     events: int
@@ -111,59 +120,71 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    """The table's columns but a rowid alias (`id INTEGER PRIMARY KEY`): ids are per store, never copied."""
-    return [row[1] for row in conn.execute(f"PRAGMA main.table_info({table})") if not (row[1] == "id" and row[5])]
+#: Rows read from the source store, and inserted into the target, at a time.
+_COPY_CHUNK = 10_000
 
 
-def _copy_run(conn: sqlite3.Connection, run: str, target: str) -> None:
-    """Copy run `run` of the attached store `src` into the main store as run `target` (one transaction)."""
-    rename = run != target
-    tables = [row[0] for row in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]
+def _copy_run(source: sqlite3.Connection, conn: sqlite3.Connection, run: str, target: str) -> None:
+    """Copy run `run` of the store `source` into the store `conn` as run `target` (one transaction of `conn`).
+    Either store may be SQLite or PostgreSQL: rows go through `insert_or_ignore`, which skips those `conn` has."""
+    created_us, duplicates = source.execute("SELECT created_us, duplicates FROM runs WHERE name = ?", (run,)).fetchone()
     with transaction(conn):
+        ensure_run(conn, target, created_us)
         conn.execute(
-            "INSERT INTO main.runs (name, created_us, duplicates) SELECT ?, created_us, duplicates FROM src.runs "
-            "WHERE name = ? ON CONFLICT (name) DO UPDATE SET created_us = min(created_us, excluded.created_us), "
-            "duplicates = max(duplicates, excluded.duplicates)",
-            (target, run),
+            "UPDATE runs SET created_us = CASE WHEN created_us > ? THEN ? ELSE created_us END, "
+            "duplicates = CASE WHEN duplicates < ? THEN ? ELSE duplicates END WHERE name = ?",
+            (created_us, created_us, duplicates, duplicates, target),
         )
-        for table in tables:
+        for table, spec in schema_tables().items():
             if table in ("meta", "runs"):
                 continue
-            columns = _columns(conn, table)
+            columns = tuple(column for column in spec.columns if column != "id")
             if table in _USED_BY_SNAPSHOTS:
-                column = _USED_BY_SNAPSHOTS[table]
-                where, params = f"WHERE hash IN (SELECT {column} FROM src.cover_snapshots WHERE run = ?)", [run]
-                selected = columns
+                where, params = (
+                    f"WHERE hash IN (SELECT {_USED_BY_SNAPSHOTS[table]} FROM cover_snapshots WHERE run = ?)",
+                    (run,),
+                )
             elif "run" in columns:
-                where, params = "WHERE run = ?", [run]
-                selected = ["? AS run" if c == "run" else c for c in columns]
-                params.insert(0, target)
-                if rename and "process" in columns:
-                    selected = ["? || ':' || process" if c == "process" else c for c in selected]
-                    params.insert(1, run)
+                where, params = "WHERE run = ?", (run,)
             else:
-                where, params, selected = "", [], columns
-            conn.execute(
-                f"INSERT OR IGNORE INTO main.{table} ({', '.join(columns)}) "
-                f"SELECT {', '.join(selected)} FROM src.{table} {where}",
-                params,
-            )
-        conn.execute(
-            "INSERT OR IGNORE INTO main.meta (key, value) SELECT key, value FROM src.meta WHERE key = ?",
-            (CATALOGUE_SOURCE_KEY,),
-        )
+                where, params = "", ()
+            order = "ORDER BY id" if spec.has_id else ""
+            rows = source.execute(f"SELECT {', '.join(columns)} FROM {table} {where} {order}", params)
+            renamed = _renamer(columns, run, target)
+            while chunk := rows.fetchmany(_COPY_CHUNK):
+                insert_or_ignore(conn, table, columns, chunk if renamed is None else [renamed(row) for row in chunk])
+        catalogue = source.execute("SELECT value FROM meta WHERE key = ?", (CATALOGUE_SOURCE_KEY,)).fetchone()
+        if catalogue is not None:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (CATALOGUE_SOURCE_KEY, catalogue[0]))
 
 
-def _check_catalogues(conn: sqlite3.Connection, where: Path, against: str) -> None:
+def _renamer(columns: tuple[str, ...], run: str, target: str) -> Callable[[tuple], tuple] | None:
+    """How a row of a run's table changes when the run is copied as `target`: its run renamed, and its process
+    named `<run>:<process>` so that each cluster's coverage stays its own; None when nothing changes."""
+    if "run" not in columns or run == target:
+        return None
+    at_run = columns.index("run")
+    at_process = columns.index("process") if "process" in columns else None
+
+    def renamed(row: tuple) -> tuple:
+        values = list(row)
+        values[at_run] = target
+        if at_process is not None:
+            values[at_process] = f"{run}:{values[at_process]}"
+        return tuple(values)
+
+    return renamed
+
+
+def _check_catalogues(conn: sqlite3.Connection, source: sqlite3.Connection, where: Path, against: str) -> None:
     """A merged store holds one catalogue: the bundles' catalogues (and the store's) must list the same
     operations; `against` names what the main store's catalogue came from, for the message."""
-    mine = {row[0] for row in conn.execute("SELECT operation_id FROM main.endpoints")}
-    theirs = {row[0] for row in conn.execute("SELECT operation_id FROM src.endpoints")}
+    mine = {row[0] for row in conn.execute("SELECT operation_id FROM endpoints")}
+    theirs = {row[0] for row in source.execute("SELECT operation_id FROM endpoints")}
     if mine and theirs and mine != theirs:
-        source = conn.execute("SELECT value FROM src.meta WHERE key = ?", (CATALOGUE_SOURCE_KEY,)).fetchone()
+        named = source.execute("SELECT value FROM meta WHERE key = ?", (CATALOGUE_SOURCE_KEY,)).fetchone()
         raise BundleError(
-            f"{where}: its catalogue ({source[0] if source else 'unnamed'}) differs from {against}: "
+            f"{where}: its catalogue ({named[0] if named else 'unnamed'}) differs from {against}: "
             f"{len(theirs - mine)} operations only in it, {len(mine - theirs)} only in the others"
         )
 
@@ -236,11 +257,11 @@ def export_bundle(
         source.conn.close()
     db = _new_store(directory)
     with _removed_on_error(directory):
+        source = open_store_readonly(db_path)
         try:
-            db.conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
-            _copy_run(db.conn, run, run)
-            db.conn.execute("DETACH DATABASE src")
+            _copy_run(source.conn, db.conn, run, run)
         finally:
+            source.conn.close()
             db.conn.close()
         return write_reports(directory, run, options, compress=compress)
 
@@ -326,13 +347,13 @@ def load_bundles(
         events = _count(db.conn, "events", run)
         # A test is known by its client's user agent (tests) or by its markers.
         (tests,) = db.conn.execute(
-            "SELECT count(*) FROM (SELECT name FROM tests WHERE run = ? UNION SELECT test FROM markers WHERE run = ?)",
+            "SELECT count(*) FROM (SELECT name FROM tests WHERE run = ? UNION SELECT test FROM markers WHERE run = ?) AS named",
             (run, run),
         ).fetchone()
         snapshots = _count(db.conn, "cover_snapshots", run)
     finally:
         db.conn.close()
-    return Loaded(Path(db_path), run, len(inputs), events, events - before, tests, snapshots)
+    return Loaded(str(db_path), run, len(inputs), events, events - before, tests, snapshots)
 
 
 def _count(conn: sqlite3.Connection, table: str, run: str) -> int:
@@ -340,21 +361,23 @@ def _count(conn: sqlite3.Connection, table: str, run: str) -> int:
 
 
 def _merge_into(conn: sqlite3.Connection, inputs: dict[str, _Input], run: str, against: str) -> None:
-    for source in inputs.values():
-        with _attachable(source.store) as path:
-            conn.execute("ATTACH DATABASE ? AS src", (str(path),))
+    for bundle in inputs.values():
+        with _readable(bundle.store) as path:
+            source = open_store_readonly(path)
             try:
-                _check_catalogues(conn, source.directory, against)
-                _copy_run(conn, source.run, run)
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{source.store}: cannot merge it: {exc}") from exc
+                _check_catalogues(conn, source.conn, bundle.directory, against)
+                _copy_run(source.conn, conn, bundle.run, run)
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise
+                raise StoreError(f"{bundle.store}: cannot merge it: {exc}") from exc
             finally:
-                conn.execute("DETACH DATABASE src")
+                source.conn.close()
 
 
 @contextmanager
-def _attachable(store: Path) -> Iterator[Path]:
-    """A bundle's store as a file SQLite can attach: itself, or a gzipped one decompressed into a temporary
+def _readable(store: Path) -> Iterator[Path]:
+    """A bundle's store as a file SQLite can open: itself, or a gzipped one decompressed into a temporary
     folder (removed afterwards)."""
     if store.name != STORE_GZ:
         yield store

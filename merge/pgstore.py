@@ -39,38 +39,10 @@ import psycopg.errors
 from psycopg import sql
 
 from auditcov.merge.errors import StoreError
-from auditcov.merge.store import SCHEMA, SCHEMA_VERSION
+from auditcov.merge.store import SCHEMA, SCHEMA_VERSION, schema_tables
 
 #: An advisory lock key (any constant) held while a schema is created, so sinks starting at once do not race.
 _SCHEMA_LOCK = 0x61756469
-_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
-_COLUMN = re.compile(r"^\s*(\w+) (?:TEXT|INTEGER|BLOB)\b", re.M)
-
-
-@dataclass(frozen=True)
-class _Table:
-    columns: tuple[str, ...]
-    key: tuple[str, ...]  # what identifies a row besides an `id`: the columns an upsert conflicts on
-    has_id: bool
-
-
-@cache
-def _tables() -> dict[str, _Table]:
-    """The tables of the schema, read from its text: columns, key, and whether rows have an `id`."""
-    tables = {}
-    for name, body in _TABLE.findall(SCHEMA):
-        body = re.sub(r"--[^\n]*", "", body)
-        columns = tuple(_COLUMN.findall(body))
-        composite = re.search(r"(?:PRIMARY KEY|UNIQUE) \(([^)]*)\)", body)
-        if composite:
-            key = tuple(part.strip() for part in composite.group(1).split(","))
-        else:
-            single = re.search(r"^\s*(\w+) TEXT PRIMARY KEY", body, re.M)
-            key = (single.group(1),) if single else ()
-        if name == "events":  # identified by its unique index (merge/store.py, events_identity)
-            key = ("run", "received_us", "audit_id", "stage")
-        tables[name] = _Table(columns, key, "id" in columns)
-    return tables
 
 
 @cache
@@ -139,7 +111,7 @@ def translate(statement: str) -> Statement:
     insert = _INSERT.match(text)
     if insert:
         conflict, table_name, listed = insert.groups()
-        table = _tables()[table_name]
+        table = schema_tables()[table_name]
         text = re.sub(r"^\s*INSERT\s+OR\s+\w+\s+INTO", "INSERT INTO", text, flags=re.I)
         text = text.replace("INTO main.", "INTO ", 1)
         if conflict and conflict.upper() == "IGNORE":
@@ -156,6 +128,10 @@ def translate(statement: str) -> Statement:
             text += " RETURNING id"
             returns_id = True
     return Statement(text, kind, returns_id)
+
+
+#: The tables every batch of events writes to, whose COPY tables each session makes when it connects.
+_STAGED = ("events", "tests", "namespaces", "quarantine")
 
 
 class _NumberLoader(psycopg.adapt.Loader):
@@ -203,7 +179,7 @@ class PgConnection:
         conn.adapters.register_loader("numeric", _NumberLoader)
         conn.adapters.register_loader("bool", _BooleanLoader)
         if not self.read_only:
-            for table in ("events", "tests", "namespaces", "quarantine"):
+            for table in _STAGED:
                 conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
         return conn
 
@@ -248,11 +224,13 @@ class PgConnection:
             return 0
         conn = self._usable()
         cursor = conn.cursor()
+        if table not in _STAGED:  # made in this transaction, if it is the first of the session to need it
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
         names = ", ".join(columns)
         with cursor.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        order = ", ".join(column for column in _tables()[table].key if column in columns) or names
+        order = ", ".join(column for column in schema_tables()[table].key if column in columns) or names
         cursor.execute(
             f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table} ORDER BY {order} ON CONFLICT DO NOTHING"
         )

@@ -19,9 +19,11 @@ Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from itertools import chain
 from pathlib import Path
@@ -260,6 +262,38 @@ CREATE TABLE IF NOT EXISTS py_lines (
     PRIMARY KEY (run, context, file)
 );
 """
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of SCHEMA, as read from its text."""
+
+    columns: tuple[str, ...]
+    key: tuple[str, ...]  # what identifies a row besides an `id`: the columns an upsert conflicts on
+    has_id: bool  # rows have an `id INTEGER PRIMARY KEY` (their number in this store, never copied)
+
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
+_COLUMN = re.compile(r"^\s*(\w+) (?:TEXT|INTEGER|BLOB)\b", re.M)
+
+
+@cache
+def schema_tables() -> dict[str, Table]:
+    """Every table of SCHEMA, in the order it creates them: columns, key, and whether rows have an `id`."""
+    tables = {}
+    for name, body in _TABLE.findall(SCHEMA):
+        body = re.sub(r"--[^\n]*", "", body)
+        columns = tuple(_COLUMN.findall(body))
+        composite = re.search(r"(?:PRIMARY KEY|UNIQUE) \(([^)]*)\)", body)
+        if composite:
+            key = tuple(part.strip() for part in composite.group(1).split(","))
+        else:
+            single = re.search(r"^\s*(\w+) TEXT PRIMARY KEY", body, re.M)
+            key = (single.group(1),) if single else ()
+        if name == "events":  # identified by its unique index, events_identity
+            key = ("run", "received_us", "audit_id", "stage")
+        tables[name] = Table(columns, key, "id" in columns)
+    return tables
 
 
 def is_postgres_url(target: object) -> bool:

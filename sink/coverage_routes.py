@@ -97,7 +97,8 @@ async def list_agents(request: web.Request) -> web.Response:
         db = open_store_readonly(path)
         try:
             rows = db.conn.execute(
-                "SELECT process, MAX(at_us), taken_us, missing FROM cover_snapshots WHERE run = ? GROUP BY process",
+                "SELECT process, at_us, taken_us, missing FROM cover_snapshots AS s WHERE run = ? AND at_us = "
+                "(SELECT MAX(at_us) FROM cover_snapshots WHERE run = s.run AND process = s.process)",
                 (run,),
             )
             return {process: (at_us, taken_us, missing) for process, at_us, taken_us, missing in rows}

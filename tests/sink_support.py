@@ -50,11 +50,12 @@ SERVE = [sys.executable, "-c", "from auditcov.sink.cli import main; main()", "se
 class Sink:
     """An `auditcov serve` subprocess on a free loopback port, and what it printed until it listened."""
 
-    def __init__(self, db: Path, *flags: str, stderr: int | IO = subprocess.PIPE):
-        # Run in the store's directory so the repository's config/sink.toml is not picked up.
+    def __init__(self, db: Path | str, *flags: str, stderr: int | IO = subprocess.PIPE, cwd: Path | None = None):
+        # Run in the store's directory (or `cwd`, for a PostgreSQL URL) so the repository's config/sink.toml is not
+        # picked up.
         self.process = subprocess.Popen(
             [*SERVE, "--listen", "127.0.0.1:0", "--db", str(db), *flags],
-            cwd=db.parent,
+            cwd=cwd or Path(db).parent,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

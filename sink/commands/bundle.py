@@ -57,11 +57,12 @@ def export_command(db_path: str, run: str | None, directory: Path, compress: boo
 @click.option(
     "--db",
     "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Load the bundles into this SQLite store instead (made when missing; `auditcov serve --db` serves it).",
+    metavar="FILE|URL",
+    help="Load the bundles into this store instead: a SQLite file (made when missing) or a postgresql:// URL, the "
+    "central store of many CI jobs (`auditcov serve --db` serves it).",
 )
 @click.option("--run", "run", default=None, help="The merged run's name (needed when the bundles' runs differ).")
-def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: Path | None, run: str | None) -> None:
+def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: str | None, run: str | None) -> None:
     """Combine bundles (shards of one run, several providers) into one bundle with the same files (-o), or load
     them into a store (--db); give exactly one of the two.
 
@@ -71,6 +72,7 @@ def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: Pa
 
     Examples: auditcov merge shard-1/ shard-2/ -o merged/
               auditcov merge examples/e2e-v1.36.3 --db auditcov.db
+              auditcov merge artifacts/*/ --db postgresql://auditcov@db.example/auditcov
     """
     if (directory is None) == (db_path is None):
         raise click.UsageError("give -o DIR (a merged bundle) or --db STORE (load into a store): one of the two")
