@@ -38,6 +38,7 @@ import gzip
 import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -86,6 +87,40 @@ class AuditFile:
         return self.size if self._raw.closed else self._raw.tell()
 
     def __iter__(self) -> Iterator[FileItem]:
+        with self._open() as stream:
+            yield from self._items(_numbered_lines(stream, self.path))
+
+    def pieces(self, lines_per_block: int) -> Iterator[FileItem | LineBlock]:
+        """The file as iterating it gives it, except that a file that is JSON lines from its first line on (the
+        common case) comes as `LineBlock`s of `lines_per_block` undecoded lines, for `line_items` to decode in
+        any process. Every other file comes as its `FileItem`s; errors are raised as by iterating."""
+        with self._open() as stream:
+            lines = _numbered_lines(stream, self.path)
+            block: list[bytes] = []
+            for _, line in lines:
+                block.append(line)
+                if line.strip():
+                    break
+            if not block[-1:] or not _parses(block[-1]):
+                # No first line that is JSON on its own: the rules for telling the layout apply, read here.
+                yield from self._items(itertools.chain(enumerate(block, start=1), lines))
+                return
+            path, start = str(self.path), 1
+            try:
+                for _, line in lines:
+                    if len(block) >= lines_per_block:
+                        yield LineBlock(path, start, block)
+                        start += len(block)
+                        block = []
+                    block.append(line)
+            except BadBodyError:  # a file that breaks off part-way still gives every line before the break
+                yield LineBlock(path, start, block)
+                raise
+            yield LineBlock(path, start, block)
+
+    @contextmanager
+    def _open(self) -> Iterator[BinaryIO]:
+        """The file's content, decompressed when it is gzip; `bytes_read` follows the file underneath."""
         try:
             self._raw = open(self.path, "rb")  # noqa: SIM115 - closed below; bytes_read reads its position
         except OSError as exc:
@@ -93,11 +128,9 @@ class AuditFile:
         with self._raw:
             compressed = self._raw.read(2) == _GZIP_MAGIC
             self._raw.seek(0)
-            stream: BinaryIO = gzip.GzipFile(fileobj=self._raw, mode="rb") if compressed else self._raw
-            yield from self._items(stream)
+            yield gzip.GzipFile(fileobj=self._raw, mode="rb") if compressed else self._raw
 
-    def _items(self, stream: BinaryIO) -> Iterator[FileItem]:
-        lines = _numbered_lines(stream, self.path)
+    def _items(self, lines: Iterator[tuple[int, bytes]]) -> Iterator[FileItem]:
         first = next(((number, line) for number, line in lines if line.strip()), None)
         if first is None:
             raise BadBodyError(f"{self.path}: the file is empty")
@@ -136,17 +169,16 @@ class AuditFile:
         held: list[FileItem] = []
         seen_json = False
         for number, line in itertools.chain([first], lines):
+            if seen_json:
+                yield from line_items(self.path, number, line)
+                continue
             if not line.strip():
                 continue
             origin = f"{self.path}:{number}"
             try:
                 items = decode_items(line)
             except BadBodyError as exc:
-                bad = FileItem(origin, Malformed(line.decode("utf-8", "replace").rstrip("\r\n"), f"{origin}: {exc}"))
-                if seen_json:
-                    yield bad
-                    continue
-                held.append(bad)
+                held.append(_not_an_item(origin, line, exc))
                 if _parses(line):
                     # JSON of the wrong shape is still JSON: the file is audit data with one bad item.
                     seen_json = True
@@ -155,15 +187,38 @@ class AuditFile:
                 elif len(held) >= _SNIFF_LINES:
                     break
                 continue
-            if not seen_json:
-                seen_json = True
-                yield from held
-                held.clear()
+            seen_json = True
+            yield from held
+            held.clear()
             for item in items:
                 yield FileItem(origin, unwrap(item, origin))
         if not seen_json:
             first_bad = held[0].item.raw if held else ""
             raise BadBodyError(f"{self.path}: not audit data: no line is JSON (line {first[0]}: {first_bad[:60]!r})")
+
+
+class LineBlock(NamedTuple):
+    """Consecutive raw lines of a JSON-lines file (`AuditFile.pieces`), the first of them line `start`."""
+
+    path: str
+    start: int
+    lines: list[bytes]
+
+
+def line_items(path: str | Path, number: int, line: bytes) -> list[FileItem]:
+    """The items of line `number` of a JSON-lines file (none for a blank line); what is not one, `Malformed`."""
+    if not line.strip():
+        return []
+    origin = f"{path}:{number}"
+    try:
+        items = decode_items(line)
+    except BadBodyError as exc:
+        return [_not_an_item(origin, line, exc)]
+    return [FileItem(origin, unwrap(item, origin)) for item in items]
+
+
+def _not_an_item(origin: str, line: bytes, problem: BadBodyError) -> FileItem:
+    return FileItem(origin, Malformed(line.decode("utf-8", "replace").rstrip("\r\n"), f"{origin}: {problem}"))
 
 
 def audit_files(paths: Iterable[str | Path]) -> list[AuditFile]:

@@ -10,18 +10,22 @@ reported to `on_error`, and the other files are still imported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import BadEventError
 from auditcov.merge.eventfiles import AuditFile, FileItem, read_files
-from auditcov.merge.events import event_from_json, item_json
-from auditcov.sink.ingest import Ingestor, IngestResult
+from auditcov.merge.events import AuditEvent, event_from_json, item_json
+from auditcov.sink.ingest import Ingestor, IngestResult, PreparedBatch
 from auditcov.sink.replay import batches
 
 #: Items per transaction: large enough that commits are cheap, small enough that progress moves.
 IMPORT_BATCH_SIZE = 2000
+#: Input (bytes on disk) from which `jobs` > 1 starts worker processes: below it, starting them (about PLACEHOLDER)
+#: costs more than they save.
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -48,12 +52,21 @@ def import_files(
     on_batch: Callable[[IngestResult], None] | None = None,
     on_error: Callable[[str], None] | None = None,
     on_bad: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> ImportSummary:
     """Ingest every item of `files` into `run`; see the module docstring.
 
     `on_batch` hears each committed batch's counts, `on_error` each file that cannot be read, `on_bad` the
-    reason of each item about to be quarantined.
+    reason of each item about to be quarantined. With `jobs` > 1 and at least `PARALLEL_MIN_BYTES` of input,
+    `jobs` worker processes decode and prepare (`sink.parallelimport`), storing exactly the same.
     """
+    files = list(files)
+    if jobs > 1 and sum(file.size for file in files) >= PARALLEL_MIN_BYTES:
+        from auditcov.sink.parallelimport import import_files_parallel  # the pool's imports only when used
+
+        return import_files_parallel(
+            ingestor, run, files, jobs=jobs, batch_size=batch_size, on_batch=on_batch, on_error=on_error, on_bad=on_bad
+        )
     summary = ImportSummary()
 
     def file_failed(message: str) -> None:
@@ -62,28 +75,50 @@ def import_files(
             on_error(message)
 
     for entries in batches(read_files(files, file_failed), batch_size):
-        items = [entry.item for entry in entries]
-        malformed = sum(1 for item in items if isinstance(item, Malformed))
-        prepared = ingestor.prepare(run, items)
-        if len(prepared.quarantine) > malformed:
-            # Some items are not valid events: prepare again with their origins in the quarantine reasons.
-            items = [located(entry) for entry in entries]
-            prepared = ingestor.prepare(run, items)
-        if on_bad is not None:
-            for item in items:
-                if isinstance(item, Malformed):
-                    on_bad(item.reason)
-        result = ingestor.commit(prepared)
-        summary.add(result)
-        if on_batch is not None:
-            on_batch(result)
+        commit_prepared(ingestor, prepare_entries(ingestor, run, entries), summary, on_batch, on_bad)
     return summary
+
+
+class PreparedEntries(NamedTuple):
+    """A batch ready to commit, and the reasons of its items that will be quarantined (for `on_bad`)."""
+
+    batch: PreparedBatch
+    bad_reasons: list[str]
+
+
+def prepare_entries(ingestor: Ingestor, run: str, entries: Sequence[FileItem]) -> PreparedEntries:
+    """`Ingestor.prepare` of the entries' items; when some are not valid events, again, with their origins in
+    the quarantine reasons (only then, so that a clean batch is checked once). Pure: no I/O."""
+    items = [entry.item for entry in entries]
+    malformed = sum(1 for item in items if isinstance(item, Malformed))
+    prepared = ingestor.prepare(run, items)
+    if len(prepared.quarantine) > malformed:
+        items = [located(entry) for entry in entries]
+        prepared = ingestor.prepare(run, items)
+    return PreparedEntries(prepared, [item.reason for item in items if isinstance(item, Malformed)])
+
+
+def commit_prepared(
+    ingestor: Ingestor,
+    prepared: PreparedEntries,
+    summary: ImportSummary,
+    on_batch: Callable[[IngestResult], None] | None,
+    on_bad: Callable[[str], None] | None,
+) -> None:
+    """Commit one prepared batch and tell the callbacks: its bad items' reasons first, then its counts."""
+    if on_bad is not None:
+        for reason in prepared.bad_reasons:
+            on_bad(reason)
+    result = ingestor.commit(prepared.batch)
+    summary.add(result)
+    if on_batch is not None:
+        on_batch(result)
 
 
 def located(entry: FileItem) -> object:
     """The item, or, when it is not a valid event, a `Malformed` whose reason starts with the item's origin."""
     item = entry.item
-    if isinstance(item, Malformed):
+    if isinstance(item, Malformed | AuditEvent):  # an AuditEvent was checked when it was decoded
         return item
     try:
         event_from_json(item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import click
@@ -80,7 +81,14 @@ class _FileProgress:
 @db_option
 @click.option("--run", default=Settings().default_run, show_default=True, help="The run the events belong to.")
 @click.option("--keep-bodies", is_flag=True, help="Keep requestObject/responseObject (they may hold Secrets).")
-def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: bool) -> None:
+@click.option(
+    "--jobs",
+    default=os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    type=_AT_LEAST_1,
+    help="Worker processes that decode and prepare events (inputs of 16 MiB or more); one process writes.",
+)
+def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: bool, jobs: int) -> None:
     """Read audit files straight into the store, exactly as the sink would have stored them.
 
     FILES are audit logs: JSON lines, EventList or Event documents, JSON arrays, AKS diagnostic records;
@@ -88,6 +96,7 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
     Items that are not valid events are quarantined with their file and line; a file that is not audit data
     is reported and the others are still read. Events are mapped to endpoints when the store holds a
     catalogue (`auditcov remap --openapi SOURCE` stores one). Exits 1 if any file could not be read.
+    With --jobs above 1, large inputs are decoded on that many cores; what is stored is the same.
 
     \b
     Example:
@@ -103,7 +112,13 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
             progress.advance(result.accepted + result.duplicates + result.quarantined)
 
         summary = import_files(
-            ingestor, run, files_to_read, on_batch=on_batch, on_error=progress.file_error, on_bad=progress.bad_item
+            ingestor,
+            run,
+            files_to_read,
+            on_batch=on_batch,
+            on_error=progress.file_error,
+            on_bad=progress.bad_item,
+            jobs=jobs,
         )
     click.echo(
         f"imported into run {run!r} of {db_path}: {summary.accepted} events stored, "
