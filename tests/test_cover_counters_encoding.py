@@ -69,7 +69,7 @@ def test_changed_counts_are_those_an_element_by_element_comparison_finds(pair):
         (before if big else after)[0] = big or 2**40
     indexes = list(compress(range(len(after)), map(operator.ne, before, after)))
     expected = (indexes, [before[i] for i in indexes], [after[i] for i in indexes])
-    assert changed_counts(_counters(before), _counters(after)) == expected
+    assert tuple(found.tolist() for found in changed_counts(_counters(before), _counters(after))) == expected
 
 
 def test_counters_of_different_lengths_are_not_compared():

@@ -25,18 +25,25 @@ KUBE_COVERAGE_FILE) lag the boundary by up to that interval: their deltas are `c
 not decoded yet are decoded here, in memory.
 
 Python lines come from coverage.py contexts (already per test) and are added to the test's lines.
+
+The model. A test whose code is one process's delta alone (the common case: one instrumented kube-apiserver)
+keeps it as `LayoutCounts`, the layout indexes of the blocks that ran and their counts (numpy arrays: 400 tests
+of a kube-apiserver run change 2 * 10^6 blocks in all), and reports read their lines and statements from those
+(`coderanges.test_ranges`, `statements_run`); its `Profile` is built only when asked for. A test with Python
+lines or a second delta has its blocks merged into a `Profile` as they are added (Go's rules: counts summed, a
+statement count that disagrees is a problem), and everything reads that.
 """
 
 from __future__ import annotations
 
-import operator
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 import sqlite_utils
 
-from auditcov.merge.cover.encoding import changed_counts
+from auditcov.merge.cover.encoding import Layout, changed_counts
 from auditcov.merge.cover.model import CoverageError, Profile
 from auditcov.merge.cover.pycoverage import add_python_lines
 from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_layout, load_python_lines, snapshot_counters
@@ -55,14 +62,35 @@ class Window:
         return self.start_us < other.end_us and other.start_us < self.end_us
 
 
+@dataclass(frozen=True, slots=True)
+class LayoutCounts:
+    """Blocks of one layout that ran in a window: their indexes in the layout, ascending, and how often each ran
+    (every count above 0), as numpy arrays."""
+
+    layout: Layout
+    indexes: np.ndarray
+    counts: np.ndarray
+
+    def add_to(self, profile: Profile) -> None:
+        """Merge these blocks into `profile` one by one, by `Profile.add`'s rules (CoverageError when a statement
+        count disagrees: the blocks before it are in)."""
+        statements = self.layout.column_array(5)[self.indexes].tolist()
+        blocks = self.layout.blocks(self.indexes.tolist())
+        for block, num_stmt, count in zip(blocks, statements, self.counts.tolist(), strict=True):
+            profile.add(block, num_stmt, count)
+
+    def statements_run(self) -> int:
+        return int(self.layout.column_array(5)[self.indexes].sum(dtype=np.uint64))
+
+
 @dataclass(slots=True)
 class PerTestCoverage:
-    """What one test covered: the summary every coverage report reads."""
+    """What one test covered: the summary every coverage report reads (the model: see the module docstring)."""
 
     test: str
     window: Window | None
-    #: Go block deltas and Python one-line blocks, in the shared model; only blocks that ran are in it.
-    profile: Profile = field(default_factory=lambda: Profile("count"))
+    #: The Go blocks that ran, while they are one process's delta alone; None once the test's code is `profile`'s.
+    blocks: LayoutCounts | None = None
     first_hit_only: bool = False
     shared_with: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -70,6 +98,33 @@ class PerTestCoverage:
     incomplete: bool = False
     #: Some delta comes from a profile source that lags the boundaries (KUBE_COVERAGE_FILE).
     coarse: bool = False
+    _profile: Profile | None = None
+
+    @property
+    def profile(self) -> Profile:
+        """Go block deltas and Python one-line blocks, in the shared model; only blocks that ran are in it (built
+        from `blocks` on first use, when the test has them)."""
+        if self._profile is None:
+            self._profile = Profile("count")
+            if self.blocks is not None:
+                self.blocks.add_to(self._profile)
+        return self._profile
+
+    def add_blocks(self, delta: LayoutCounts) -> None:
+        """Add one process's delta: kept as it is when it is the test's only code, else merged into `profile`
+        (CoverageError when a statement count disagrees, as `Profile.add`)."""
+        if self.blocks is None and self._profile is None:
+            self.blocks = delta
+            return
+        profile = self.profile
+        self.blocks = None
+        delta.add_to(profile)
+
+    def add_python(self, lines: dict[str, set[int]]) -> None:
+        """Add the test's Python lines (one-line blocks that ran once)."""
+        if lines:
+            add_python_lines(self.profile, lines)
+            self.blocks = None
 
     def problem(self, message: str) -> None:
         """Record why a process's delta is left out: the test is incomplete."""
@@ -82,18 +137,27 @@ class PerTestCoverage:
 
     def statements_run(self) -> int:
         """Statements in the blocks that ran in the window (a Python line is one statement)."""
+        if self.blocks is not None:
+            return self.blocks.statements_run()
         return sum(self.profile.statements[block] for block, count in self.profile.counts.items() if count)
 
 
-def windows_of_tests(db: sqlite_utils.Database, run: str) -> dict[str, Window]:
-    """Each test's window by the rule in the module docstring."""
-    windows: dict[str, Window] = {}
-    for test, start_us, end_us in db.conn.execute(
-        "SELECT test, MIN(COALESCE(received_us, stage_us)), MAX(COALESCE(stage_us, received_us)) FROM events "
-        "WHERE run = ? AND test IS NOT NULL AND COALESCE(received_us, stage_us) IS NOT NULL GROUP BY test",
-        (run,),
-    ):
-        windows[test] = Window(test, start_us, end_us, "events")
+def windows_of_tests(
+    db: sqlite_utils.Database, run: str, *, event_spans: dict[str, tuple[int, int]] | None = None
+) -> dict[str, Window]:
+    """Each test's window by the rule in the module docstring. `event_spans` is each test's first request time and
+    last stage time over its own events when the caller has them (`EndpointCoverage.test_spans`: the endpoint
+    model reads the same events), else they are read here."""
+    if event_spans is None:
+        event_spans = {
+            test: (start_us, end_us)
+            for test, start_us, end_us in db.conn.execute(
+                "SELECT test, MIN(COALESCE(received_us, stage_us)), MAX(COALESCE(stage_us, received_us)) FROM events "
+                "WHERE run = ? AND test IS NOT NULL AND COALESCE(received_us, stage_us) IS NOT NULL GROUP BY test",
+                (run,),
+            )
+        }
+    windows = {test: Window(test, *event_spans[test], "events") for test in sorted(event_spans)}
     for test, start_us, end_us in db.conn.execute(
         "SELECT test, MAX(CASE event WHEN 'start' THEN at_us END), MAX(CASE event WHEN 'end' THEN at_us END) "
         "FROM markers WHERE run = ? GROUP BY test",
@@ -165,7 +229,7 @@ class _Deltas:
             )
             return
         changed, before_counts, after_counts = changed_counts(old, new)
-        if any(map(operator.lt, after_counts, before_counts)):
+        if (after_counts < before_counts).any():
             result.problem(
                 f"process {process!r}: counters went down between {before.source} and {after.source} "
                 f"(the process restarted or cleared its counters)"
@@ -175,17 +239,19 @@ class _Deltas:
             result.first_hit_only = True
         if "profile" in (before.kind, after.kind):
             result.coarse = True
-        layout = self._layout(new.layout)
-        statements = layout.columns[5]
-        for block, i, count_before, count_after in zip(
-            layout.blocks(changed), changed, before_counts, after_counts, strict=True
-        ):
-            result.profile.add(block, statements[i], count_after - count_before)
+        result.add_blocks(LayoutCounts(self._layout(new.layout), changed, after_counts - before_counts))
 
 
-def per_test_coverage(db: sqlite_utils.Database, run: str, *, test: str | None = None) -> list[PerTestCoverage]:
-    """Every test of `run` (or just `test`) with its Go deltas and Python lines, ordered by window, then name."""
-    windows = windows_of_tests(db, run)
+def per_test_coverage(
+    db: sqlite_utils.Database,
+    run: str,
+    *,
+    test: str | None = None,
+    event_spans: dict[str, tuple[int, int]] | None = None,
+) -> list[PerTestCoverage]:
+    """Every test of `run` (or just `test`) with its Go deltas and Python lines, ordered by window, then name
+    (`event_spans`: as `windows_of_tests` takes them)."""
+    windows = windows_of_tests(db, run, event_spans=event_spans)
     shared = _overlaps(list(windows.values()))
     python = load_python_lines(db, run)
     names = sorted(set(windows) | set(python), key=lambda name: (name not in windows, _start(windows, name), name))
@@ -195,7 +261,7 @@ def per_test_coverage(db: sqlite_utils.Database, run: str, *, test: str | None =
     results = []
     for name in names:
         result = PerTestCoverage(name, windows.get(name), shared_with=shared.get(name, []))
-        add_python_lines(result.profile, python.get(name, {}))
+        result.add_python(python.get(name, {}))
         if result.window is not None:
             deltas.add_window(result)
         results.append(result)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from auditcov.merge.cover.pertest import PerTestCoverage
 from auditcov.merge.events import format_time
-from auditcov.merge.reports.coderanges import Ranges, file_ranges, line_count, pairs, union
+from auditcov.merge.reports.coderanges import Ranges, line_count, pairs, test_ranges, union
 
 FORMAT_VERSION = 1
 
@@ -28,10 +28,10 @@ def line_ranges(lines: Iterable[int]) -> list[list[int]]:
 
 
 def lines_of_test_json(result: PerTestCoverage, ranges: dict[str, Ranges] | None = None) -> dict:
-    """One test's code coverage as a JSON-ready dict; `ranges` is its `coderanges.file_ranges` when the caller
+    """One test's code coverage as a JSON-ready dict; `ranges` is its `coderanges.test_ranges` when the caller
     has them already."""
     if ranges is None:
-        ranges = file_ranges(result.profile)
+        ranges = test_ranges(result)
     lines_covered = sum(map(line_count, ranges.values()))
     return {**code_facts(result, lines_covered), "files": {file: pairs(spans) for file, spans in ranges.items()}}
 
@@ -69,9 +69,9 @@ def coverage_report(run: str, results: list[PerTestCoverage]) -> dict:
 
 def totals(results: list[PerTestCoverage], segments: Iterable[tuple[str, Ranges]] | None = None) -> dict[str, int]:
     """How many tests, and the files and lines that any of them covered (`segments`: the (file, ranges) pairs of
-    the results' `coderanges.file_ranges`, when the caller has them; repeats need not be given)."""
+    the results' `coderanges.test_ranges`, when the caller has them; repeats need not be given)."""
     if segments is None:
-        segments = (pair for result in results for pair in file_ranges(result.profile).items())
+        segments = (pair for result in results for pair in test_ranges(result).items())
     by_file: dict[str, list[Ranges]] = {}
     for file, spans in segments:
         by_file.setdefault(file, []).append(spans)
@@ -94,7 +94,7 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
     order). A test's lines in file F are the ranges of its segment whose file is F.
     """
     code = {result.test: result for result in results}
-    ranges = {result.test: file_ranges(result.profile) for result in results}
+    ranges = {result.test: test_ranges(result) for result in results}
     files = sorted({file for spans in ranges.values() for file in spans})
     file_index = {file: number for number, file in enumerate(files)}
     segment_index: dict[tuple[str, Ranges], int] = {}

@@ -74,7 +74,7 @@ class RunModels:
     @cached_property
     def per_test(self) -> list[PerTestCoverage]:
         with gc_paused():
-            return per_test_coverage(self.db, self.run)
+            return per_test_coverage(self.db, self.run, event_spans=self.coverage.test_spans)
 
     @cached_property
     def profile(self) -> Profile:

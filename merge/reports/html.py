@@ -38,7 +38,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.openapi.catalogue import group_label
-from auditcov.merge.reports.coderanges import Ranges, file_ranges
+from auditcov.merge.reports.coderanges import Ranges, test_ranges
 from auditcov.merge.reports.diff import diff_runs
 from auditcov.merge.reports.endpointcov import EndpointCoverage, Hits, merged_hits
 from auditcov.merge.reports.queries import RunData, load_run_data
@@ -83,7 +83,7 @@ def page_document(
     document["files"], document["segments"], document["code"] = [], [], {}
     for result in code:
         numbers = []
-        for key in (file_ranges(result.profile) if ranges is None else ranges.get(result.test, {})).items():
+        for key in (test_ranges(result) if ranges is None else ranges.get(result.test, {})).items():
             file, covered = key
             number = segment_index.get(key)
             if number is None:

@@ -1,7 +1,8 @@
 """The answers of the sink's query API (and of the HTML page): JSON-ready dicts read from one run's `RunData`.
 
 `RunData` joins the two per-test models of a run: endpoint coverage (`endpointcov.EndpointCoverage`) and code
-coverage (`pertest.per_test_coverage`), with a reverse index from a file to the tests that ran it. Building it
+coverage (`pertest.per_test_coverage`), with a reverse index from a file to the tests that ran it (made on first
+use: the reports and the diff never ask, and it is a million entries at 400 tests). Building it
 reads the whole run (seconds at a million events); `RunCache` keeps one per run and rebuilds it only when the
 run's data changed (`run_fingerprint`). Every query function takes a `RunData` (or the store, for the list of
 runs) and raises `NotFoundError` naming what does not exist: the sink answers 404 with its message.
@@ -27,7 +28,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import NotFoundError
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import LEVELS, group_label
-from auditcov.merge.reports.coderanges import Ranges, contains, file_ranges, line_count, pairs, union
+from auditcov.merge.reports.coderanges import Ranges, contains, line_count, pairs, test_ranges, union
 from auditcov.merge.reports.coverjson import lines_of_test_json
 from auditcov.merge.reports.endpointcov import EndpointCoverage, EndpointState, endpoint_coverage, merged_hits
 
@@ -44,11 +45,23 @@ class RunData:
     #: test -> file -> its covered lines there, as `coderanges` ranges (made once per build: every answer about
     #: lines, the page and the diff read them).
     ranges: dict[str, dict[str, Ranges]] = field(default_factory=dict)
-    by_file: dict[str, dict[str, Ranges]] = field(default_factory=dict)  # file -> test -> its lines there
     states: dict[str, EndpointState] = field(default_factory=dict)  # operationId -> endpoint
     #: Which build this is: answers computed from it are remembered under it (`remember`).
     generation: int = field(default_factory=lambda: next(_GENERATIONS))
     _answers: dict[tuple, object] = field(default_factory=dict)
+    _by_file: dict[str, dict[str, Ranges]] | None = None
+
+    @property
+    def by_file(self) -> dict[str, dict[str, Ranges]]:
+        """file -> test -> its lines there (`ranges` the other way round), made on first use."""
+        if self._by_file is None:
+            by_file: dict[str, dict[str, Ranges]] = {}
+            with gc_paused():
+                for test, ranges in self.ranges.items():
+                    for file, spans in ranges.items():
+                        by_file.setdefault(file, {})[test] = spans
+            self._by_file = by_file
+        return self._by_file
 
     def test_names(self) -> set[str]:
         return set(self.coverage.tests) | set(self.by_test) | set(self.code)
@@ -80,13 +93,11 @@ def _load_run_data(db: sqlite_utils.Database, run: str, successful_only: bool) -
     coverage = endpoint_coverage(db, run, successful_only=successful_only)
     tags = {name: orjson.loads(text) for name, text in db.conn.execute("SELECT name, tags FROM tests WHERE run = ?",
                                                                        (run,))}  # fmt: skip
-    data = RunData(run, coverage, {result.test: result for result in per_test_coverage(db, run)}, tags)
+    code = per_test_coverage(db, run, event_spans=coverage.test_spans)
+    data = RunData(run, coverage, {result.test: result for result in code}, tags)
     data.by_test = coverage.by_test()
     data.states = {state.endpoint.operation_id: state for state in coverage.endpoints}
-    for test, result in data.code.items():
-        ranges = data.ranges[test] = file_ranges(result.profile)
-        for file, spans in ranges.items():
-            data.by_file.setdefault(file, {})[test] = spans
+    data.ranges = {test: test_ranges(result) for test, result in data.code.items()}
     return data
 
 
