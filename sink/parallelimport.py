@@ -6,25 +6,26 @@ same reasons (file and line first). It splits the work so:
 
 - the main process reads each file (`merge.eventfiles.AuditFile.pieces`: decompressing, splitting and numbering
   lines, which is cheap) and sends blocks of raw lines to `jobs` worker processes;
-- a worker decodes a block (`merge.eventfiles.line_items`) and prepares it (`sink.importer.prepare_entries`:
-  validation, user agents, endpoint matching), which is most of an import's CPU, and sends the `PreparedBatch`es
-  back;
+- a worker decodes a block (`merge.linedecode.line_event`, else `merge.eventfiles.line_items`) and prepares it
+  (`sink.importer.prepare_entries`: validation, user agents, endpoint matching), which is most of an import's
+  CPU, and sends the `PreparedBatch`es back;
 - the main process commits them with `Ingestor.commit`, in input order: one writer, whatever the store (SQLite
   or PostgreSQL), and no worker ever opens it.
 
 A file that is not JSON lines from its first line on (a pretty-printed document, a file that starts with junk)
 is decoded and prepared in the main process, in its place in the order, as `import_files` would.
 
-Workers are started by a fork server, never by forking the main process, which may hold threads and an open
-store. At most a few blocks per worker are in flight, so memory stays flat on a log of any size. Errors keep
-their shape: a file that cannot be read is reported to `on_error` as `import_files` reports it and the others
-are still read; a worker that fails raises `ImportWorkerError` naming the file and lines of its block; a worker
-that dies (killed, out of memory) raises it too, instead of leaving the pool hung. Either way the blocks not yet
-started are cancelled.
+Workers are spawned (a fresh interpreter each), never forked from the main process, which may hold threads and
+an open store; as its children, their CPU time counts in its own (`bench/import.py` reads it). At most a few
+blocks per worker are in flight, so memory stays flat on a log of any size. Errors keep their shape: a file that
+cannot be read is reported to `on_error` as `import_files` reports it and the others are still read; a worker
+that fails raises `ImportWorkerError` naming the file and lines of its block; a worker that dies (killed, out of
+memory) raises it too, instead of leaving the pool hung. Either way the blocks not yet started are cancelled.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from auditcov.merge.errors import AuditcovError, BadBodyError
 from auditcov.merge.eventfiles import AuditFile, FileItem, LineBlock, line_items
+from auditcov.merge.linedecode import line_event
 from auditcov.sink.importer import (
     IMPORT_BATCH_SIZE,
     ImportSummary,
@@ -73,10 +75,11 @@ def import_files_parallel(
             for prepared in _outcome(future, block):
                 commit_prepared(ingestor, prepared, summary, on_batch, on_bad)
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # workers fork with this module and its imports loaded
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(ingestor.keep_bodies, ingestor.matcher)
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(ingestor.keep_bodies, ingestor.matcher),
     )
     try:
         for piece in _pieces(files, batch_size, summary, on_error):
@@ -134,19 +137,30 @@ _ingestor: Ingestor | None = None
 def _start_worker(keep_bodies: bool, matcher: object) -> None:
     global _ingestor
     _ingestor = Ingestor(None, keep_bodies=keep_bodies, matcher=matcher)
+    # A block is thousands of decoded items and no reference cycles: the automatic collections they set off
+    # walked every one of them, a third of the worker's time (bench/import.py); one young collection per
+    # block catches any cycle instead.
+    gc.disable()
 
 
 def _prepare_block(run: str, block: LineBlock, batch_size: int) -> list[PreparedEntries]:
-    """A block's lines decoded and prepared, in batches of at most `batch_size` items."""
+    """A block's lines decoded (straight to events when `merge.linedecode` can, which gives the same) and
+    prepared, in batches of at most `batch_size` items."""
     try:
-        entries = [
-            entry
-            for number, line in enumerate(block.lines, start=block.start)
-            for entry in line_items(block.path, number, line)
-        ]
-        return [prepare_entries(_ingestor, run, chunk) for chunk in batches(entries, batch_size)]
+        entries = []
+        keep_bodies = _ingestor.keep_bodies
+        for number, line in enumerate(block.lines, start=block.start):
+            event = line_event(line, keep_bodies=keep_bodies)
+            if event is None:
+                entries.extend(line_items(block.path, number, line))
+            else:
+                entries.append(FileItem(f"{block.path}:{number}", event))
+        prepared = [prepare_entries(_ingestor, run, chunk) for chunk in batches(entries, batch_size)]
     except Exception as exc:
         raise ImportWorkerError(f"{_where(block)}: {type(exc).__name__}: {exc}") from None
+    del entries
+    gc.collect(0)
+    return prepared
 
 
 def _where(block: LineBlock) -> str:

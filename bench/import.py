@@ -1,0 +1,187 @@
+"""`auditcov import` on one core and on every core, against orjson's parse-only rate of the same input.
+
+The input is the 2018 minikube events of the falco fixtures (tests/fixtures/audit/falco, at RequestResponse
+level, so with their request and response bodies: about 1.8 KB a line), repeated with fresh auditIDs to
+--events (184,393 by default) in one JSON-lines file. Each store holds the Kubernetes 1.12 catalogue (the API of
+those events, tests/fixtures/openapi/swagger-v1.12.0.json.gz), so every event is matched to an endpoint too.
+Printed in one run:
+
+- the baseline: `orjson.loads` of every line, in this process;
+- `auditcov import --jobs 1` and `--jobs N` (subprocesses, as a user runs them, each into a fresh store): wall
+  seconds, CPU seconds of the import and its workers, events/s, the ratio to the baseline, CPU us per event;
+  then a check that both stores hold the same events table, row for row;
+- where the parallel import's CPU goes, per event, measured stage by stage in this process on the same input:
+  the main process reading lines, pickling the blocks to the workers, the workers decoding and preparing,
+  pickling the prepared rows back, and the one writer's `Ingestor.commit`;
+- the load average before and after (the machine is shared: CPU time is the steadier figure).
+
+    .venv/bin/python bench/import.py [--events 184393] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from auditcov.merge.decode import Malformed
+from auditcov.merge.eventfiles import AuditFile, LineBlock, audit_files
+from auditcov.merge.openapi.catalogue import load_catalogue
+from auditcov.merge.openapi.eligibility import load_eligibility
+from auditcov.merge.openapi.stored import save_catalogue, stored_matcher
+from auditcov.merge.store import open_store
+from auditcov.sink import parallelimport
+from auditcov.sink.importer import IMPORT_BATCH_SIZE
+from auditcov.sink.ingest import Ingestor
+
+ROOT = Path(__file__).resolve().parent.parent
+FALCO = ROOT / "tests/fixtures/audit/falco"
+SPEC = ROOT / "tests/fixtures/openapi/swagger-v1.12.0.json.gz"
+AUDITCOV = str(Path(sys.executable).with_name("auditcov"))
+RUN = "bench"
+
+
+def write_log(path: Path, count: int) -> None:
+    events = [entry.item for file in audit_files([FALCO]) for entry in file if not isinstance(entry.item, Malformed)]
+    with path.open("wb") as out:
+        for number in range(count):
+            out.write(orjson.dumps(dict(events[number % len(events)], auditID=f"bench-{number:012d}")) + b"\n")
+
+
+def fresh_store(path: Path):
+    db = open_store(path)
+    save_catalogue(db, load_catalogue(SPEC), load_eligibility())
+    return db
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def report(label: str, events: int, seconds: float, cpu: float, baseline: float | None) -> float:
+    rate = events / seconds
+    ratio = f"  {rate / baseline:5.2f} x baseline" if baseline else ""
+    print(f"{label:<28} {seconds:7.2f} s wall {cpu:7.2f} s CPU {cpu / events * 1e6:6.1f} us/event CPU"
+          f" {rate:9,.0f} events/s{ratio}")  # fmt: skip
+    return rate
+
+
+def parse_only(log: Path, events: int) -> float:
+    started, started_cpu = time.perf_counter(), time.process_time()
+    with log.open("rb") as lines:
+        for line in lines:
+            orjson.loads(line)
+    return report(
+        "orjson.loads (baseline)", events, time.perf_counter() - started, time.process_time() - started_cpu, None
+    )
+
+
+def run_import(log: Path, db: Path, jobs: int, events: int, baseline: float) -> None:
+    fresh_store(db).conn.close()
+    started, started_cpu = time.perf_counter(), children_cpu()
+    answer = subprocess.run(
+        [AUDITCOV, "import", "--db", str(db), "--run", RUN, "--jobs", str(jobs), str(log)], capture_output=True
+    )
+    seconds, cpu = time.perf_counter() - started, children_cpu() - started_cpu
+    if answer.returncode:
+        sys.exit(f"auditcov import --jobs {jobs} failed: {answer.stderr.decode()[-2000:]}")
+    report(f"auditcov import --jobs {jobs}", events, seconds, cpu, baseline)
+
+
+def events_digest(db: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    rows = open_store(db).conn.execute("SELECT * FROM events ORDER BY id")
+    count = 0
+    for row in rows:
+        digest.update(orjson.dumps(row))
+        count += 1
+    return count, digest.hexdigest()
+
+
+def stages(log: Path, db: Path, events: int) -> None:
+    """The parallel import's work, stage by stage, in this process (CPU us per event)."""
+    store = fresh_store(db)
+    writer = Ingestor(store, matcher=stored_matcher(store))
+    parallelimport._start_worker(False, writer.matcher)  # this process plays the worker too
+    spent = dict.fromkeys(("read", "send", "prepare", "return", "commit"), 0.0)
+    sent_bytes = returned_bytes = 0
+    clock = time.process_time
+    pieces = iter(AuditFile(log).pieces(IMPORT_BATCH_SIZE))
+    while True:
+        at = clock()
+        block = next(pieces, None)
+        spent["read"] += clock() - at
+        if block is None:
+            break
+        assert isinstance(block, LineBlock)
+        at = clock()
+        sent = pickle.dumps(block)
+        block = pickle.loads(sent)
+        spent["send"] += clock() - at
+        at = clock()
+        prepared = parallelimport._prepare_block(RUN, block, IMPORT_BATCH_SIZE)
+        spent["prepare"] += clock() - at
+        at = clock()
+        returned = pickle.dumps(prepared)
+        prepared = pickle.loads(returned)
+        spent["return"] += clock() - at
+        at = clock()
+        for entries in prepared:
+            writer.commit(entries.batch)
+        spent["commit"] += clock() - at
+        sent_bytes += len(sent)
+        returned_bytes += len(returned)
+    gc.enable()  # _start_worker paused it, as in a worker
+    per_event = {stage: seconds / events * 1e6 for stage, seconds in spent.items()}
+    print("where the CPU goes (this process playing every part), us per event:")
+    print(f"  main process: reading lines {per_event['read']:.1f}, commit (the one writer) {per_event['commit']:.1f}")
+    print(f"  workers: decode and prepare {per_event['prepare']:.1f}")
+    print(f"  between them (pickled there and back; each side pays about half): blocks {per_event['send']:.1f}"
+          f" ({sent_bytes / events:,.0f} bytes/event), prepared rows {per_event['return']:.1f}"
+          f" ({returned_bytes / events:,.0f} bytes/event)")  # fmt: skip
+    main = per_event["read"] + per_event["commit"] + (per_event["send"] + per_event["return"]) / 2
+    workers = per_event["prepare"] + (per_event["send"] + per_event["return"]) / 2
+    print(f"  main process {main:.1f} us/event (at most {1e6 / main:,.0f} events/s on a core of its own),"
+          f" workers {workers:.1f} us/event in all; on {os.cpu_count()} cores shared by both, at most"
+          f" {os.cpu_count() * 1e6 / (main + workers):,.0f} events/s")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=184_393)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="auditcov-bench-") as work:
+        work = Path(work)
+        log = work / "falco-2018.jsonl"
+        write_log(log, args.events)
+        print(f"{args.events:,} events, {log.stat().st_size / 1e6:.0f} MB of JSON lines, on {os.cpu_count()} CPUs;"
+              f" load average {load()}")  # fmt: skip
+        baseline = parse_only(log, args.events)
+        run_import(log, work / "one.db", 1, args.events, baseline)
+        run_import(log, work / "all.db", args.jobs, args.events, baseline)
+        same = events_digest(work / "one.db") == events_digest(work / "all.db")
+        print(f"the two stores' events tables are {'identical' if same else 'DIFFERENT'}")
+        stages(log, work / "stages.db", args.events)
+        print(f"load average {load()}")
+        if not same:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
