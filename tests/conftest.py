@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -44,18 +45,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
+def postgres_server():
     """A PostgreSQL server started for this test session (see tests/pgserver.py)."""
     from pgserver import PostgresServer, postgres_bin
 
     bindir = postgres_bin()
     if bindir is None:
         pytest.fail("PostgreSQL is not installed (hack/test-deps.sh installs Debian's postgresql)")
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"), bindir)
+    # Not under pytest's own temporary folder: that is private to this user, and the server may run as another.
+    folder = Path(tempfile.mkdtemp(prefix="auditcov-postgres-"))
+    server = PostgresServer(folder, bindir)
     server.init()
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

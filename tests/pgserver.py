@@ -57,10 +57,12 @@ class PostgresServer:
         if self.user is not None:
             entry = pwd.getpwnam(self.user)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
-        subprocess.run(
+        done = subprocess.run(
             [self.bindir / "initdb", "-D", self.data, "-U", "auditcov", "--auth=trust", "--no-locale", "-E", "UTF8"],
-            check=True, capture_output=True, cwd=self.folder, **self._run_as(),
+            capture_output=True, text=True, cwd=self.folder, **self._run_as(),
         )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stdout}{done.stderr}")
 
     def start(self) -> None:
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the server writes it while it runs
@@ -77,9 +79,10 @@ class PostgresServer:
             try:
                 psycopg.connect(self.url("postgres"), connect_timeout=2).close()
                 return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
+                    log = (self.folder / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"PostgreSQL did not start: {log}") from exc
                 time.sleep(0.1)
 
     def stop(self) -> None:

@@ -187,7 +187,7 @@ def runs(db: sqlite_utils.Database) -> dict:
         " (SELECT MIN(received_us) FROM events WHERE run = r.name),"
         " (SELECT MAX(received_us) FROM events WHERE run = r.name),"
         " (SELECT COUNT(*) FROM tests WHERE run = r.name),"
-        " (SELECT COUNT(*) FROM tests WHERE run = r.name AND conformance),"
+        " (SELECT COUNT(*) FROM tests WHERE run = r.name AND conformance = 1),"
         " (SELECT COUNT(*) FROM cover_snapshots WHERE run = r.name)"
         " FROM runs AS r ORDER BY r.name"
     )
