@@ -347,7 +347,8 @@ def load_bundles(
         events = _count(db.conn, "events", run)
         # A test is known by its client's user agent (tests) or by its markers.
         (tests,) = db.conn.execute(
-            "SELECT count(*) FROM (SELECT name FROM tests WHERE run = ? UNION SELECT test FROM markers WHERE run = ?) AS named",
+            "SELECT count(*) FROM "
+            "(SELECT name FROM tests WHERE run = ? UNION SELECT test FROM markers WHERE run = ?) AS named",
             (run, run),
         ).fetchone()
         snapshots = _count(db.conn, "cover_snapshots", run)

@@ -165,7 +165,6 @@ class PgConnection:
         self.url = url
         self.read_only = read_only
         self._transaction = False
-        self._known_runs: set[str] = set()  # runs whose events partition this connection has seen
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection:
@@ -239,9 +238,8 @@ class PgConnection:
         return inserted
 
     def ensure_run(self, run: str, at_us: int) -> None:
-        """Record `run` if new, and give it its own partition of `events` in the same transaction."""
-        if run in self._known_runs:
-            return
+        """Record `run` if new, and give it its own partition of `events` in the same transaction. (Asked every
+        time, not remembered: another sink or `auditcov drop` may have removed the run since.)"""
         cursor = self._usable().cursor()
         cursor.execute(
             "INSERT INTO runs (name, created_us) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING name", (run, at_us)
@@ -254,22 +252,16 @@ class PgConnection:
             cursor.execute(
                 sql.SQL("ALTER TABLE events ATTACH PARTITION {} FOR VALUES IN ({})").format(partition, sql.Literal(run))
             )
-        elif not self._transaction:
-            self._known_runs.add(run)
+
+    def drop_run_events(self, run: str) -> None:
+        """Drop a run's partition of `events`: its events are gone at once, whatever their number."""
+        cursor = self._usable().cursor()
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(partition_name(run))))
 
 
 def partition_name(run: str) -> str:
     """The table that holds a run's events (a run name may be longer than PostgreSQL's 63-byte names)."""
     return "events_" + hashlib.sha256(run.encode()).hexdigest()[:24]
-
-
-def drop_run_events(conn: PgConnection, run: str) -> None:
-    """Detach and drop a run's partition of `events`: its events are gone at once, whatever their number."""
-    partition = sql.Identifier(partition_name(run))
-    cursor = conn._usable().cursor()
-    cursor.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(partition))
-    cursor.execute(sql.SQL("DROP TABLE {}").format(partition))
-    conn._known_runs.discard(run)
 
 
 class PgDatabase:

@@ -424,6 +424,31 @@ def ensure_run(conn: sqlite3.Connection, run: str, at_us: int) -> None:
     conn.execute("INSERT OR IGNORE INTO runs (name, created_us) VALUES (?, ?)", (run, at_us))
 
 
+def drop_run(conn: sqlite3.Connection, run: str) -> dict[str, int]:
+    """Remove `run` and everything of it from the store, in one transaction; return the rows removed per table
+    (events: the run's count before). Layouts and meta-data no snapshot uses any more go too. On PostgreSQL the
+    run's events are a partition of their own, dropped whole: as fast for a million events as for ten."""
+    if conn.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is None:
+        raise StoreError(f"no run {run!r} in the store")
+    removed = {}
+    with transaction(conn):
+        removed["events"] = conn.execute("SELECT count(*) FROM events WHERE run = ?", (run,)).fetchone()[0]
+        if isinstance(conn, sqlite3.Connection):
+            conn.execute("DELETE FROM events WHERE run = ?", (run,))
+        else:
+            conn.drop_run_events(run)
+        for table, spec in schema_tables().items():
+            if "run" in spec.columns and table != "events":
+                removed[table] = conn.execute(f"DELETE FROM {table} WHERE run = ?", (run,)).rowcount
+        conn.execute("DELETE FROM runs WHERE name = ?", (run,))
+        for table, column in (("cover_layouts", "layout"), ("cover_meta", "meta")):
+            removed[table] = conn.execute(
+                f"DELETE FROM {table} WHERE hash NOT IN "
+                f"(SELECT {column} FROM cover_snapshots WHERE {column} IS NOT NULL)"
+            ).rowcount
+    return removed
+
+
 #: Rows per INSERT statement on SQLite. sqlite3 holds the GIL to bind a statement's parameters and releases it
 #: while SQLite runs the statement, so many rows per statement let the writer thread insert a whole chunk beside
 #: the event loop's parsing instead of waiting for the GIL once per row. 400 is the apiserver's largest batch.

@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "auditcov.sink.commands.spec:report_command",
     "export": "auditcov.sink.commands.bundle:export_command",
     "merge": "auditcov.sink.commands.bundle:merge_command",
+    "drop": "auditcov.sink.commands.bundle:drop_command",
 }
 
 

@@ -220,3 +220,35 @@ def _comparable(path: str, body: bytes) -> object:
 def _without_times(body: bytes | str) -> bytes:
     """The page's and the html report's `generated` (the moment each was made) left out."""
     return re.sub(rb'"generated":"[^"]*"', b"", body if isinstance(body, bytes) else body.encode())
+
+
+def _partitions(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        query = "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'events'::regclass ORDER BY 1"
+        return [row[0] for row in conn.execute(query)]
+
+
+def test_the_postgres_store_holds_each_run_in_a_partition(stores):
+    _, postgres = stores[RUN]
+    assert len(_partitions(postgres)) == 2
+
+
+def test_a_run_dropped_after_its_archive_is_written_comes_back_from_it(postgres_server, tmp_path):
+    for db in (tmp_path / "auditcov.db", postgres_server.new_database()):
+        _invoke("merge", str(EXAMPLE), "--db", str(db))
+        before = _invoke("report", "--db", str(db), "--run", EXAMPLE_RUN, "--format", "json")
+        archive = tmp_path / f"archive-{len(list(tmp_path.iterdir()))}"
+        out = _invoke("drop", "--db", str(db), "--run", EXAMPLE_RUN, "--archive", str(archive))
+        assert f"dropped run '{EXAMPLE_RUN}' from {db}: 22898 events, 88 tests," in out
+        assert "1 cover_layouts" in out  # what no snapshot uses any more goes too
+        assert orjson.loads(_invoke("stats", "--db", str(db))) == dict.fromkeys(
+            ("events", "duplicates", "quarantined", "runs", "tests", "conformance_tests", "namespaces", "markers"), 0
+        )
+        if isinstance(db, str):
+            assert _partitions(db) == []
+        result = CliRunner().invoke(cli, ["drop", "--db", str(db), "--run", EXAMPLE_RUN])
+        assert result.exit_code == 1 and f"no run '{EXAMPLE_RUN}' in the store" in result.output
+        _invoke("merge", str(archive), "--db", str(db))
+        assert _invoke("report", "--db", str(db), "--run", EXAMPLE_RUN, "--format", "json") == before

@@ -1,5 +1,5 @@
-"""`auditcov export` (a run's artifact bundle, for CI) and `auditcov merge` (bundles combined into one, or
-loaded into a store): merge/bundle.py does the work."""
+"""`auditcov export` (a run's artifact bundle, for CI), `auditcov merge` (bundles combined into one, or loaded
+into a store) and `auditcov drop` (a run removed, archived first as a bundle): merge/bundle.py does the work."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from auditcov.merge.bundle import export_bundle, load_bundles, merge_bundles
 from auditcov.merge.reports.formats import ReportOptions
+from auditcov.merge.store import drop_run, open_store
 from auditcov.sink.commands import db_option, run_option
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
@@ -84,3 +85,31 @@ def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: st
         f"{loaded.store}: run {loaded.run!r} from {loaded.bundles} bundle(s): {loaded.events} events "
         f"({loaded.new_events} new), {loaded.tests} tests, {loaded.snapshots} coverage snapshots"
     )
+
+
+@click.command("drop")
+@db_option
+@click.option("--run", "run", required=True, help="The run to remove.")
+@click.option(
+    "--archive",
+    "directory",
+    type=_FOLDER,
+    default=None,
+    help="First write the run's bundle here (as `auditcov export --gzip`); the run is dropped only once it is written.",
+)
+def drop_command(db_path: str, run: str, directory: Path | None) -> None:
+    """Remove a run from the store: its events, tests, namespaces, markers, quarantine, agents, snapshots and
+    Python lines. On PostgreSQL its events are a partition of their own, dropped at once however many they are.
+
+    Examples: auditcov drop --db postgresql://auditcov@db.example/auditcov --run pr-1234 --archive old/pr-1234
+              auditcov drop --db auditcov.db --run scratch
+    """
+    if directory is not None:
+        _done(export_bundle(db_path, run, directory, ReportOptions(), compress=True))
+    db = open_store(db_path)
+    try:
+        removed = drop_run(db.conn, run)
+    finally:
+        db.conn.close()
+    counts = ", ".join(f"{count} {table}" for table, count in removed.items() if count)
+    click.echo(f"dropped run {run!r} from {db_path}: {counts or 'nothing else'}")
