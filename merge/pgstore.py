@@ -157,8 +157,8 @@ class PgConnection:
     """A PostgreSQL connection with the part of `sqlite3.Connection`'s interface the store's callers use.
 
     It runs in autocommit mode, so transactions are the callers' own BEGIN and COMMIT, as with SQLite. A
-    connection lost between transactions (the server restarted) is made again by the next statement; one lost
-    inside a transaction fails that transaction, which the caller rolls back.
+    connection lost between transactions (the server restarted) is made again, and the statement that found it
+    lost runs again; one lost inside a transaction fails that transaction, which the caller rolls back.
     """
 
     def __init__(self, url: str, *, read_only: bool = False):
@@ -193,14 +193,22 @@ class PgConnection:
     def in_transaction(self) -> bool:
         return self._transaction
 
-    def execute(self, statement: str, params: tuple | list | dict = ()) -> _Cursor:
+    def execute(self, statement: str, params: tuple | list | dict = ()) -> _Cursor | None:
         translated = translate(statement)
         if translated.kind == "rollback" and (self._conn.closed or self._conn.broken):
-            self._transaction = False  # the server already ended it
-            return self._usable().cursor()
+            self._transaction = False  # the server ended it with the connection: nothing to roll back
+            return None
         cursor = self._usable().cursor()
         try:
-            cursor.execute(translated.sql, params)
+            try:
+                cursor.execute(translated.sql, params)
+            except psycopg.OperationalError:
+                # A connection the server dropped (it restarted) is found out only by using it: outside a
+                # transaction nothing is lost with it, so the statement runs again on a new one.
+                if self._transaction or not self._conn.broken:
+                    raise
+                cursor = self._usable().cursor()
+                cursor.execute(translated.sql, params)
         finally:
             if translated.kind:
                 self._transaction = translated.kind == "begin"
