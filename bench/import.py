@@ -2,8 +2,9 @@
 
 The input is the 2018 minikube events of the falco fixtures (tests/fixtures/audit/falco, at RequestResponse
 level, so with their request and response bodies: about 1.8 KB a line), repeated with fresh auditIDs to
---events (184,393 by default) in one JSON-lines file. Each store holds the Kubernetes 1.12 catalogue (the API of
-those events, tests/fixtures/openapi/swagger-v1.12.0.json.gz), so every event is matched to an endpoint too.
+--events (184,393 by default) in one JSON-lines file, each copy a day after the one before. Each store holds the
+Kubernetes 1.12 catalogue (the API of those events, tests/fixtures/openapi/swagger-v1.12.0.json.gz), so every
+event is matched to an endpoint too.
 Printed in one run:
 
 - the baseline: `orjson.loads` of every line, in this process;
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -49,13 +51,20 @@ FALCO = ROOT / "tests/fixtures/audit/falco"
 SPEC = ROOT / "tests/fixtures/openapi/swagger-v1.12.0.json.gz"
 AUDITCOV = str(Path(sys.executable).with_name("auditcov"))
 RUN = "bench"
+TIMES = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 
 
 def write_log(path: Path, count: int) -> None:
     events = [entry.item for file in audit_files([FALCO]) for entry in file if not isinstance(entry.item, Malformed)]
     with path.open("wb") as out:
         for number in range(count):
-            out.write(orjson.dumps(dict(events[number % len(events)], auditID=f"bench-{number:012d}")) + b"\n")
+            copy, index = divmod(number, len(events))
+            event = dict(events[index], auditID=f"bench-{number:012d}")
+            for key in TIMES:  # each copy a day after the one before, as a log runs on
+                if key in event:
+                    moment = datetime.fromisoformat(event[key].replace("Z", "+00:00")) + timedelta(days=copy)
+                    event[key] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            out.write(orjson.dumps(event) + b"\n")
 
 
 def fresh_store(path: Path):
@@ -121,7 +130,7 @@ def stages(log: Path, db: Path, events: int) -> None:
     spent = dict.fromkeys(("read", "send", "prepare", "return", "commit"), 0.0)
     sent_bytes = returned_bytes = 0
     clock = time.process_time
-    pieces = iter(AuditFile(log).pieces(IMPORT_BATCH_SIZE))
+    pieces = iter(AuditFile(log).pieces(parallelimport.BLOCK_BYTES))
     while True:
         at = clock()
         block = next(pieces, None)

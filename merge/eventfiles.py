@@ -35,6 +35,7 @@ Cloud log exports wrap events in records of their own (as in the elastic fixture
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -90,33 +91,29 @@ class AuditFile:
         with self._open() as stream:
             yield from self._items(_numbered_lines(stream, self.path))
 
-    def pieces(self, lines_per_block: int) -> Iterator[FileItem | LineBlock]:
+    def pieces(self, block_bytes: int) -> Iterator[FileItem | LineBlock]:
         """The file as iterating it gives it, except that a file that is JSON lines from its first line on (the
-        common case) comes as `LineBlock`s of `lines_per_block` undecoded lines, for `line_items` to decode in
-        any process. Every other file comes as its `FileItem`s; errors are raised as by iterating."""
+        common case) comes as `LineBlock`s of whole undecoded lines, about `block_bytes` each, for `line_items` to
+        decode in any process. Every other file comes as its `FileItem`s. Errors are raised as by iterating: a
+        gzip stream is still read line by line, so that one cut short gives every line before the break; a
+        plain file is read a block at a time (an I/O error then loses the lines read since the last block)."""
         with self._open() as stream:
             lines = _numbered_lines(stream, self.path)
-            block: list[bytes] = []
+            head: list[bytes] = []
             for _, line in lines:
-                block.append(line)
+                head.append(line)
                 if line.strip():
                     break
-            if not block[-1:] or not _parses(block[-1]):
+            if not head[-1:] or not _parses(head[-1]):
                 # No first line that is JSON on its own: the rules for telling the layout apply, read here.
-                yield from self._items(itertools.chain(enumerate(block, start=1), lines))
+                yield from self._items(itertools.chain(enumerate(head, start=1), lines))
                 return
-            path, start = str(self.path), 1
-            try:
-                for _, line in lines:
-                    if len(block) >= lines_per_block:
-                        yield LineBlock(path, start, block)
-                        start += len(block)
-                        block = []
-                    block.append(line)
-            except BadBodyError:  # a file that breaks off part-way still gives every line before the break
-                yield LineBlock(path, start, block)
-                raise
-            yield LineBlock(path, start, block)
+            path = str(self.path)
+            if isinstance(stream, gzip.GzipFile):
+                yield from _joined_lines(path, head, lines, block_bytes)
+            else:
+                yield LineBlock(path, 1, b"".join(head))
+                yield from _read_blocks(path, len(head) + 1, stream, block_bytes)
 
     @contextmanager
     def _open(self) -> Iterator[BinaryIO]:
@@ -198,11 +195,59 @@ class AuditFile:
 
 
 class LineBlock(NamedTuple):
-    """Consecutive raw lines of a JSON-lines file (`AuditFile.pieces`), the first of them line `start`."""
+    """Whole consecutive lines of a JSON-lines file (`AuditFile.pieces`), the first of them line `start`."""
 
     path: str
     start: int
-    lines: list[bytes]
+    data: bytes
+
+    def numbered_lines(self) -> Iterator[tuple[int, bytes]]:
+        """The block's lines with their numbers, each as iterating the file gives it (ending with its newline)."""
+        return enumerate(io.BytesIO(self.data), start=self.start)
+
+    @property
+    def end(self) -> int:
+        """The number of the block's last line."""
+        return self.start + self.data.count(b"\n") - (1 if self.data.endswith(b"\n") else 0)
+
+
+def _joined_lines(
+    path: str, head: list[bytes], lines: Iterator[tuple[int, bytes]], block_bytes: int
+) -> Iterator[LineBlock]:
+    """Blocks of the lines that `lines` goes on with, after `head`; on a break, the lines before it, then the error."""
+    block, size, start = head, sum(map(len, head)), 1
+    try:
+        for _, line in lines:
+            if size >= block_bytes:
+                yield LineBlock(path, start, b"".join(block))
+                start += len(block)
+                block, size = [], 0
+            block.append(line)
+            size += len(line)
+    except BadBodyError:
+        yield LineBlock(path, start, b"".join(block))
+        raise
+    yield LineBlock(path, start, b"".join(block))
+
+
+def _read_blocks(path: str, start: int, stream: BinaryIO, block_bytes: int) -> Iterator[LineBlock]:
+    """Blocks of whole lines read from `stream`, the first of them line `start`."""
+    pending = b""
+    while True:
+        try:
+            chunk = stream.read(block_bytes)
+        except OSError as exc:
+            raise BadBodyError(f"{path}: unreadable after line {start - 1}: {exc}") from exc
+        if not chunk:
+            break
+        data = pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield LineBlock(path, start, data[:cut])
+            start += data.count(b"\n", 0, cut)
+        pending = data[cut:]
+    if pending:
+        yield LineBlock(path, start, pending)
 
 
 def line_items(path: str | Path, number: int, line: bytes) -> list[FileItem]:

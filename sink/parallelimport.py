@@ -43,8 +43,9 @@ from auditcov.sink.importer import (
     prepare_entries,
 )
 from auditcov.sink.ingest import Ingestor, IngestResult
-from auditcov.sink.replay import batches
 
+#: Bytes of lines a worker is sent at a time (about 1,100 events with bodies, 3,500 without).
+BLOCK_BYTES = 2 * 1024 * 1024
 #: Blocks in flight per worker: enough that a worker never waits for the next one while the main process commits.
 _BLOCKS_PER_WORKER = 3
 
@@ -60,6 +61,7 @@ def import_files_parallel(
     *,
     jobs: int,
     batch_size: int = IMPORT_BATCH_SIZE,
+    block_bytes: int = BLOCK_BYTES,
     on_batch: Callable[[IngestResult], None] | None = None,
     on_error: Callable[[str], None] | None = None,
     on_bad: Callable[[str], None] | None = None,
@@ -74,6 +76,7 @@ def import_files_parallel(
             future, block = in_flight.popleft()
             for prepared in _outcome(future, block):
                 commit_prepared(ingestor, prepared, summary, on_batch, on_bad)
+            gc.collect(0)  # the automatic collections are paused (below); the young objects of a block are enough
 
     pool = ProcessPoolExecutor(
         jobs,
@@ -81,8 +84,11 @@ def import_files_parallel(
         initializer=_start_worker,
         initargs=(ingestor.keep_bodies, ingestor.matcher),
     )
+    collecting = gc.isenabled()
+    # Rows arrive by the thousand and form no cycles: collections set off by them would walk them all.
+    gc.disable()
     try:
-        for piece in _pieces(files, batch_size, summary, on_error):
+        for piece in _pieces(files, block_bytes, batch_size, summary, on_error):
             if isinstance(piece, LineBlock):
                 in_flight.append((pool.submit(_prepare_block, run, piece, batch_size), piece))
             else:  # items read in this process: prepared here, committed in their place
@@ -93,18 +99,24 @@ def import_files_parallel(
         commit_ready(0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if collecting:
+            gc.enable()
     return summary
 
 
 def _pieces(
-    files: Iterable[AuditFile], batch_size: int, summary: ImportSummary, on_error: Callable[[str], None] | None
+    files: Iterable[AuditFile],
+    block_bytes: int,
+    batch_size: int,
+    summary: ImportSummary,
+    on_error: Callable[[str], None] | None,
 ) -> Iterator[LineBlock | list[FileItem]]:
     """Every file's blocks of lines, or its items in batches; a file that fails is reported as `import_files`
     reports it, after the pieces read before the failure."""
     for file in files:
         items: list[FileItem] = []
         try:
-            for piece in file.pieces(batch_size):
+            for piece in file.pieces(block_bytes):
                 if isinstance(piece, LineBlock):
                     yield piece
                     continue
@@ -126,7 +138,7 @@ def _outcome(future: Future, block: LineBlock | None) -> list[PreparedEntries]:
     except BrokenProcessPool:
         assert block is not None  # only pool futures can break
         raise ImportWorkerError(
-            f"{_where(block)}: a worker process ended abruptly while preparing these lines (killed, or out of memory?)"
+            f"{_where(block)}: not prepared: a worker process ended abruptly (killed, or out of memory?)"
         ) from None
 
 
@@ -149,13 +161,14 @@ def _prepare_block(run: str, block: LineBlock, batch_size: int) -> list[Prepared
     try:
         entries = []
         keep_bodies = _ingestor.keep_bodies
-        for number, line in enumerate(block.lines, start=block.start):
+        for number, line in block.numbered_lines():
             event = line_event(line, keep_bodies=keep_bodies)
             if event is None:
                 entries.extend(line_items(block.path, number, line))
             else:
                 entries.append(FileItem(f"{block.path}:{number}", event))
-        prepared = [prepare_entries(_ingestor, run, chunk) for chunk in batches(entries, batch_size)]
+        chunks = [entries[at : at + batch_size] for at in range(0, len(entries), batch_size)]
+        prepared = [prepare_entries(_ingestor, run, chunk) for chunk in chunks]
     except Exception as exc:
         raise ImportWorkerError(f"{_where(block)}: {type(exc).__name__}: {exc}") from None
     del entries
@@ -164,4 +177,4 @@ def _prepare_block(run: str, block: LineBlock, batch_size: int) -> list[Prepared
 
 
 def _where(block: LineBlock) -> str:
-    return f"{block.path}: lines {block.start}-{block.start + len(block.lines) - 1}"
+    return f"{block.path}: lines {block.start}-{block.end}"

@@ -86,7 +86,7 @@ class _FileProgress:
     default=os.cpu_count() or 1,
     show_default="the number of CPUs",
     type=_AT_LEAST_1,
-    help="Worker processes that decode and prepare events (inputs of 16 MiB or more); one process writes.",
+    help="Worker processes that decode and prepare events (inputs of 32 MiB or more); one process writes.",
 )
 def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: bool, jobs: int) -> None:
     """Read audit files straight into the store, exactly as the sink would have stored them.
