@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from auditcov.merge.cover.model import gc_paused
 from auditcov.merge.errors import AuditcovError, BadBodyError
 from auditcov.merge.eventfiles import AuditFile, FileItem, LineBlock, line_items
 from auditcov.merge.linedecode import line_event
@@ -76,7 +77,6 @@ def import_files_parallel(
             future, block = in_flight.popleft()
             for prepared in _outcome(future, block):
                 commit_prepared(ingestor, prepared, summary, on_batch, on_bad)
-            gc.collect(0)  # the automatic collections are paused (below); the young objects of a block are enough
 
     pool = ProcessPoolExecutor(
         jobs,
@@ -84,23 +84,19 @@ def import_files_parallel(
         initializer=_start_worker,
         initargs=(ingestor.keep_bodies, ingestor.matcher),
     )
-    collecting = gc.isenabled()
-    # Rows arrive by the thousand and form no cycles: collections set off by them would walk them all.
-    gc.disable()
-    try:
-        for piece in _pieces(files, block_bytes, batch_size, summary, on_error):
-            if isinstance(piece, LineBlock):
-                in_flight.append((pool.submit(_prepare_block, run, piece, batch_size), piece))
-            else:  # items read in this process: prepared here, committed in their place
-                done: Future = Future()
-                done.set_result([prepare_entries(ingestor, run, piece)])
-                in_flight.append((done, None))
-            commit_ready(jobs * _BLOCKS_PER_WORKER)
-        commit_ready(0)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if collecting:
-            gc.enable()
+    with gc_paused():  # see commit_prepared
+        try:
+            for piece in _pieces(files, block_bytes, batch_size, summary, on_error):
+                if isinstance(piece, LineBlock):
+                    in_flight.append((pool.submit(_prepare_block, run, piece, batch_size), piece))
+                else:  # items read in this process: prepared here, committed in their place
+                    done: Future = Future()
+                    done.set_result([prepare_entries(ingestor, run, piece)])
+                    in_flight.append((done, None))
+                commit_ready(jobs * _BLOCKS_PER_WORKER)
+            commit_ready(0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return summary
 
 
