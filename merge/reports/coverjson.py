@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from auditcov.merge.cover.pertest import PerTestCoverage
 from auditcov.merge.events import format_time
-from auditcov.merge.reports.coderanges import Ranges, line_count, pairs, test_ranges, union
+from auditcov.merge.reports.coderanges import Ranges, line_count, pairs, run_ranges, test_ranges, union
 
 FORMAT_VERSION = 1
 
@@ -94,32 +94,27 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
     order). A test's lines in file F are the ranges of its segment whose file is F.
     """
     code = {result.test: result for result in results}
-    ranges = {result.test: test_ranges(result) for result in results}
-    files = sorted({file for spans in ranges.values() for file in spans})
-    file_index = {file: number for number, file in enumerate(files)}
-    segment_index: dict[tuple[str, Ranges], int] = {}
-    segments: list[list[int]] = []
-    segment_lines: list[int] = []  # lines of each segment, counted once
-
-    def code_json(result: PerTestCoverage) -> dict:
-        numbers = []
-        for key in ranges[result.test].items():
-            number = segment_index.get(key)
-            if number is None:
-                number = segment_index[key] = len(segments)
-                segments.append([file_index[key[0]], *key[1]])
-                segment_lines.append(line_count(key[1]))
-            numbers.append(number)
-        return {**code_facts(result, sum(map(segment_lines.__getitem__, numbers))), "segments": numbers}
-
     entries = document["tests"]
+    with_code = [entry for entry in entries if entry["test"] in code]
     for entry in entries:
-        result = code.pop(entry["test"], None)
-        entry["code"] = None if result is None else code_json(result)
-    for test, result in sorted(code.items()):
-        entries.append({"test": test, "conformance": False, "endpoints": {}, "code": code_json(result)})
-    document["files"], document["segments"] = files, segments
-    document["code_totals"] = totals(results, segment_index)
+        entry["code"] = None
+    for test in sorted(code.keys() - {entry["test"] for entry in with_code}):
+        entry = {"test": test, "conformance": False, "endpoints": {}, "code": None}
+        entries.append(entry)
+        with_code.append(entry)
+    # The run's segments, numbered in the order the entries meet them.
+    ranges = run_ranges(results)
+    order, numbered = ranges.first_seen([entry["test"] for entry in with_code])
+    used = list(map(ranges.segments.__getitem__, order))
+    files = sorted({file for file, _ in used})
+    file_index = {file: number for number, file in enumerate(files)}
+    lines = ranges.segment_lines()[order].tolist() if order else []
+    for entry, numbers in zip(with_code, numbered, strict=True):
+        facts = code_facts(code[entry["test"]], sum(map(lines.__getitem__, numbers)))
+        entry["code"] = {**facts, "segments": numbers}
+    document["files"] = files
+    document["segments"] = [[file_index[file], *spans] for file, spans in used]
+    document["code_totals"] = totals(results, used)
 
 
 def report_test_lines(document: dict, entry: dict) -> dict[str, list[list[int]]]:

@@ -45,7 +45,7 @@ def _diff_runs(base: RunData, head: RunData) -> dict:
     for test in sorted(base_tests & head_tests):
         endpoints = _changes(set(base.by_test.get(test, ())), set(head.by_test.get(test, ())))
         lines = (
-            _line_changes(base.ranges.get(test), head.ranges.get(test))
+            _line_changes(base.ranges.of_test(test), head.ranges.of_test(test))
             if test in base.code and test in head.code
             else None
         )
@@ -90,8 +90,7 @@ def _conformance_tested(data: RunData) -> set[str]:
     }
 
 
-def _line_changes(before: dict[str, Ranges] | None, after: dict[str, Ranges] | None) -> dict:
-    before, after = before or {}, after or {}
+def _line_changes(before: dict[str, Ranges], after: dict[str, Ranges]) -> dict:
     files = {}
     gained = lost = 0
     # The files whose ranges differ, found by a set operation on (file, ranges) pairs (in C).

@@ -38,7 +38,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time, now_us
 from auditcov.merge.openapi.catalogue import group_label
-from auditcov.merge.reports.coderanges import Ranges, test_ranges
+from auditcov.merge.reports.coderanges import Ranges, RunRanges, run_ranges
 from auditcov.merge.reports.diff import diff_runs
 from auditcov.merge.reports.endpointcov import EndpointCoverage, Hits, merged_hits
 from auditcov.merge.reports.queries import RunData, load_run_data
@@ -57,13 +57,13 @@ def page_document(
     coverage: EndpointCoverage | None,
     code: Iterable[PerTestCoverage],
     *,
-    ranges: dict[str, dict[str, Ranges]] | None = None,
+    ranges: RunRanges | None = None,
     problem: str | None = None,
     diff: dict | None = None,
 ) -> dict:
     """The page's data (see the module docstring). `coverage` is None when the store has no catalogue yet;
-    `problem` then says why the endpoints are missing. `ranges` is each test's covered lines per file when the
-    caller has them already (`RunData.ranges`). `diff` is `diff.diff_runs` of another run and this one."""
+    `problem` then says why the endpoints are missing. `ranges` is the tests' covered lines when the caller has
+    them already (`RunData.ranges`). `diff` is `diff.diff_runs` of another run and this one."""
     document: dict = {"format_version": FORMAT_VERSION, "run": run, "generated": format_time(now_us())}
     tests: dict[str, int] = {}
     document["tests"] = []
@@ -78,21 +78,19 @@ def page_document(
         document.update(endpoints=[], hits=[], problem=problem)
     else:
         _add_endpoints(document, coverage, test_index)
+    code = list(code)
+    if ranges is None:
+        ranges = run_ranges(code)
+    # Segments numbered, and files too, in the order the tests meet them.
+    order, numbered = ranges.first_seen([result.test for result in code])
     file_index: dict[str, int] = {}
-    segment_index: dict[tuple[str, Ranges], int] = {}
     document["files"], document["segments"], document["code"] = [], [], {}
-    for result in code:
-        numbers = []
-        for key in (test_ranges(result) if ranges is None else ranges.get(result.test, {})).items():
-            file, covered = key
-            number = segment_index.get(key)
-            if number is None:
-                number = segment_index[key] = len(segment_index)
-                if file not in file_index:
-                    file_index[file] = len(file_index)
-                    document["files"].append(file)
-                document["segments"].append([file_index[file], *_range_runs(covered)])
-            numbers.append(number)
+    for file, covered in map(ranges.segments.__getitem__, order):
+        if file not in file_index:
+            file_index[file] = len(file_index)
+            document["files"].append(file)
+        document["segments"].append([file_index[file], *_range_runs(covered)])
+    for result, numbers in zip(code, numbered, strict=True):
         window = result.window
         document["code"][str(test_index(result.test, False))] = {
             "segments": _runs(numbers),

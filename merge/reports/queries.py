@@ -28,7 +28,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import NotFoundError
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import LEVELS, group_label
-from auditcov.merge.reports.coderanges import Ranges, contains, line_count, pairs, test_ranges, union
+from auditcov.merge.reports.coderanges import Ranges, RunRanges, contains, line_count, pairs, run_ranges, union
 from auditcov.merge.reports.coverjson import lines_of_test_json
 from auditcov.merge.reports.endpointcov import EndpointCoverage, EndpointState, endpoint_coverage, merged_hits
 
@@ -42,9 +42,9 @@ class RunData:
     code: dict[str, PerTestCoverage]  # test -> its code coverage
     tags: dict[str, list[str]]  # test -> its [bracketed] tags
     by_test: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # test -> op -> how (EndpointCoverage)
-    #: test -> file -> its covered lines there, as `coderanges` ranges (made once per build: every answer about
+    #: Each test's covered lines per file, as `coderanges` ranges interned (made once per build: every answer about
     #: lines, the page and the diff read them).
-    ranges: dict[str, dict[str, Ranges]] = field(default_factory=dict)
+    ranges: RunRanges = field(default_factory=lambda: RunRanges([], {}))
     states: dict[str, EndpointState] = field(default_factory=dict)  # operationId -> endpoint
     #: Which build this is: answers computed from it are remembered under it (`remember`).
     generation: int = field(default_factory=lambda: next(_GENERATIONS))
@@ -57,8 +57,9 @@ class RunData:
         if self._by_file is None:
             by_file: dict[str, dict[str, Ranges]] = {}
             with gc_paused():
-                for test, ranges in self.ranges.items():
-                    for file, spans in ranges.items():
+                segments = self.ranges.segments
+                for test, numbers in self.ranges.tests.items():
+                    for file, spans in map(segments.__getitem__, numbers.tolist()):
                         by_file.setdefault(file, {})[test] = spans
             self._by_file = by_file
         return self._by_file
@@ -97,7 +98,7 @@ def _load_run_data(db: sqlite_utils.Database, run: str, successful_only: bool) -
     data = RunData(run, coverage, {result.test: result for result in code}, tags)
     data.by_test = coverage.by_test()
     data.states = {state.endpoint.operation_id: state for state in coverage.endpoints}
-    data.ranges = {test: test_ranges(result) for test, result in data.code.items()}
+    data.ranges = run_ranges(data.code.values())
     return data
 
 
@@ -224,7 +225,6 @@ def tests(data: RunData, *, conformance: bool | None = None, sig: str | None = N
             continue
         if needle is not None and needle not in test.lower():
             continue
-        ranges = data.ranges.get(test, {})
         rows.append(
             {
                 "test": test,
@@ -232,8 +232,8 @@ def tests(data: RunData, *, conformance: bool | None = None, sig: str | None = N
                 "sigs": sigs,
                 "endpoints": len(data.by_test.get(test, ())),
                 "hits": sum(hits.count for ways in data.coverage.test_hits(test).values() for hits in ways.values()),
-                "files": len(ranges),
-                "lines": sum(map(line_count, ranges.values())),
+                "files": len(data.ranges.tests.get(test, ())),
+                "lines": data.ranges.lines_of(test),
                 "code": test in data.code,
             }
         )
@@ -268,7 +268,7 @@ def test_detail(data: RunData, test: str) -> dict:
         "tags": data.tags.get(test, []),
         "successful_only": data.coverage.successful_only,
         "endpoints": endpoints,
-        "code": None if result is None else lines_of_test_json(result, data.ranges[test]),
+        "code": None if result is None else lines_of_test_json(result, data.ranges.of_test(test)),
     }
 
 
