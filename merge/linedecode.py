@@ -12,15 +12,17 @@ whenever the result could differ in any way, so that the caller takes the genera
   cloud records `merge.eventfiles.unwrap` converts or refuses);
 - what orjson refuses and msgspec skips unread: invalid UTF-8, a number beyond a double's range (the line is
   then "not JSON" to the general path), nesting deeper than orjson writes (255 levels: the event then "cannot be
-  written as JSON"). Only the line's text outside its strings can hold a number or a bracket, so those are
-  looked for there: none deeper than `MAX_DEPTH` brackets, no exponent, no run of 155 digits (a double
-  overflows only when the integer digits and the exponent add up to 309);
+  written as JSON"): no more than `MAX_DEPTH` brackets, no number with an exponent, no run of 155 digits (a
+  double overflows only when the integer digits and the exponent add up to 309). Brackets and digits inside
+  strings count too, which only ever sends a line the general way;
 - an event that is not valid (the general path words the reason);
 - with `keep_bodies`, an event with a body: msgspec keeps a body's bytes as they are in the line, the general
   path as orjson writes them again.
 """
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 
@@ -42,10 +44,14 @@ class _Shape(msgspec.Struct):
 
 _SHAPE = msgspec.json.Decoder(_Shape)
 _EVENT = msgspec.json.Decoder(AuditEvent)
-# The line with every digit as "0", every exponent marker as "e", and "," as ":", "{" as "[": a number follows
-# ":" or "[" (after a member name, a comma or an array's start), and "[" counts every bracket.
+# What of a line tells its numbers and its depth: every digit as "0", an exponent marker as "e", what may precede
+# a number ("," ":" "[") as ":", or "[" for the brackets, which "{" counts as too, and the quotes; nothing else.
 _MARKS = bytes.maketrans(b"123456789E,{", b"000000000e:[")
+_UNMARKED = bytes(sorted(set(range(256)) - set(b'0123456789eE,:{["')))
 _LONG_DIGITS = b"0" * 155
+# A number with an exponent, as it shows there: a digit run after what precedes a number, then "e" (strings that
+# look like that too only cost the fast way).
+_EXPONENT = re.compile(rb":0+e")
 
 
 def line_event(line: bytes, *, keep_bodies: bool) -> AuditEvent | None:
@@ -61,22 +67,10 @@ def line_event(line: bytes, *, keep_bodies: bool) -> AuditEvent | None:
         return None
     if keep_bodies and (event.request_object or event.response_object):
         return None
-    marks = line.translate(_MARKS)
-    if marks.count(b"[") > MAX_DEPTH or _LONG_DIGITS in marks or _has_exponent(marks):
+    marks = line.translate(_MARKS, _UNMARKED)
+    if marks.count(b"[") > MAX_DEPTH or _LONG_DIGITS in marks or _EXPONENT.search(marks.replace(b"[", b":")):
         return None
     return event
-
-
-def _has_exponent(marks: bytes) -> bool:
-    """Whether a number in the line (`_MARKS`) has an exponent: a digit then "e", the digits (and sign and point)
-    before it following what a number follows. Strings may look like one too, which only costs the fast way."""
-    at = marks.find(b"0e")
-    while at >= 0:
-        before = marks[max(0, at - len(_LONG_DIGITS)) : at].rstrip(b"0.- \t")
-        if not before or before[-1:] in b":[":
-            return True
-        at = marks.find(b"0e", at + 2)
-    return False
 
 
 def _is_utf8(data: bytes) -> bool:
