@@ -13,8 +13,8 @@ Printed in one run:
   seconds, CPU seconds of the import and its workers, events/s, the ratio to the baseline, CPU us per event;
   then a check that both stores hold the same events table, row for row;
 - where the parallel import's CPU goes, per event, measured stage by stage in this process on the same input:
-  the main process reading lines, pickling the blocks to the workers, the workers decoding and preparing,
-  pickling the prepared rows back, and the one writer's `Ingestor.commit`;
+  the main process reading lines, pickling the blocks to the workers, the workers decoding, preparing and
+  marshalling the rows, the main process unmarshalling them, and the one writer's `Ingestor.commit`;
 - the load average before and after (the machine is shared: CPU time is the steadier figure).
 
     .venv/bin/python bench/import.py [--events 184393] [--jobs N]
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -121,6 +122,12 @@ def events_digest(db: Path) -> tuple[int, str]:
     return count, digest.hexdigest()
 
 
+def done(result: object) -> Future:
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
 def stages(log: Path, db: Path, events: int) -> None:
     """The parallel import's work, stage by stage, in this process (CPU us per event)."""
     store = fresh_store(db)
@@ -146,7 +153,7 @@ def stages(log: Path, db: Path, events: int) -> None:
         spent["prepare"] += clock() - at
         at = clock()
         returned = pickle.dumps(prepared)
-        prepared = pickle.loads(returned)
+        prepared = parallelimport._outcome(done(pickle.loads(returned)), block)
         spent["return"] += clock() - at
         at = clock()
         for entries in prepared:
@@ -157,13 +164,14 @@ def stages(log: Path, db: Path, events: int) -> None:
     gc.enable()  # _start_worker paused it, as in a worker
     per_event = {stage: seconds / events * 1e6 for stage, seconds in spent.items()}
     print("where the CPU goes (this process playing every part), us per event:")
-    print(f"  main process: reading lines {per_event['read']:.1f}, commit (the one writer) {per_event['commit']:.1f}")
-    print(f"  workers: decode and prepare {per_event['prepare']:.1f}")
-    print(f"  between them (pickled there and back; each side pays about half): blocks {per_event['send']:.1f}"
-          f" ({sent_bytes / events:,.0f} bytes/event), prepared rows {per_event['return']:.1f}"
-          f" ({returned_bytes / events:,.0f} bytes/event)")  # fmt: skip
-    main = per_event["read"] + per_event["commit"] + (per_event["send"] + per_event["return"]) / 2
-    workers = per_event["prepare"] + (per_event["send"] + per_event["return"]) / 2
+    print(f"  main process: reading lines {per_event['read']:.1f}, unmarshalling the prepared rows"
+          f" {per_event['return']:.1f} ({returned_bytes / events:,.0f} bytes/event), commit (the one writer)"
+          f" {per_event['commit']:.1f}")  # fmt: skip
+    print(f"  workers: decode, prepare and marshal {per_event['prepare']:.1f}")
+    print(f"  the blocks of lines pickled there and back {per_event['send']:.1f}"
+          f" ({sent_bytes / events:,.0f} bytes/event)")  # fmt: skip
+    main = per_event["read"] + per_event["return"] + per_event["commit"] + per_event["send"] / 2
+    workers = per_event["prepare"] + per_event["send"] / 2
     print(f"  main process {main:.1f} us/event (at most {1e6 / main:,.0f} events/s on a core of its own),"
           f" workers {workers:.1f} us/event in all; on {os.cpu_count()} cores shared by both, at most"
           f" {os.cpu_count() * 1e6 / (main + workers):,.0f} events/s")  # fmt: skip
