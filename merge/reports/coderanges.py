@@ -106,8 +106,11 @@ class RunRanges:
 
     def of_test(self, test: str) -> dict[str, Ranges]:
         """`test_ranges` of a test of the run (no lines: empty)."""
-        numbers = self.tests.get(test)
-        return {} if numbers is None else dict(map(self.segments.__getitem__, numbers.tolist()))
+        return dict(self.segments_of(test))
+
+    def segments_of(self, test: str) -> list[tuple[str, Ranges]]:
+        """A test's (file, ranges) segments, in its files' name order (no lines: none)."""
+        return list(map(self.segments.__getitem__, self.tests.get(test, _NO_SEGMENTS).tolist()))
 
     def segment_lines(self) -> np.ndarray:
         """How many lines each segment holds (counted once per run, on first use)."""
@@ -181,22 +184,26 @@ def _intern_layout(group: list[PerTestCoverage], segments: list[tuple[str, Range
         rows[:, 1:] = flat[starts[which][:, None] + np.arange(length)]
         distinct, inverse = _distinct_rows(rows)
         numbers[which] = len(segments) + inverse
-        segments.extend((layout.files[row[0]], tuple(row[1:])) for row in distinct.tolist())
+        segments.extend((layout.files[row[0]], tuple(row[1 : length + 1])) for row in distinct.tolist())
     edges = np.cumsum([0, *(len(part[0]) for part in parts)]).tolist()
     for result, (low, high) in zip(group, pairwise(edges), strict=True):
         tests[result.test] = numbers[low:high]
 
 
 def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a 2-D integer array, sorted, and the number of each row's among them (what
-    `np.unique(rows, axis=0, return_inverse=True)` gives, by a lexsort of the columns: several times faster)."""
-    order = np.lexsort(rows.T[::-1])
-    ordered = rows[order]
+    """The distinct rows of a 2-D array of integers in 0..2**32-1 (layout file indexes and lines), and the number
+    of each row's among them (what `np.unique(rows, axis=0, return_inverse=True)` gives, by a lexsort of the
+    columns packed two to a uint64: several times faster)."""
+    if rows.shape[1] % 2:
+        rows = np.hstack([rows, np.zeros((len(rows), 1), dtype=rows.dtype)])
+    keys = (rows[:, 0::2].astype(np.uint64) << np.uint64(32)) | rows[:, 1::2].astype(np.uint64)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
     opens = np.ones(len(rows), dtype=bool)
     opens[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
     inverse = np.empty(len(rows), dtype=np.int64)
     inverse[order] = np.cumsum(opens) - 1
-    return ordered[opens], inverse
+    return rows[order[opens]], inverse
 
 
 def line_count(ranges: Ranges) -> int:

@@ -108,10 +108,9 @@ def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) 
     used = list(map(ranges.segments.__getitem__, order))
     files = sorted({file for file, _ in used})
     file_index = {file: number for number, file in enumerate(files)}
-    lines = ranges.segment_lines()[order].tolist() if order else []
     for entry, numbers in zip(with_code, numbered, strict=True):
-        facts = code_facts(code[entry["test"]], sum(map(lines.__getitem__, numbers)))
-        entry["code"] = {**facts, "segments": numbers}
+        test = entry["test"]
+        entry["code"] = {**code_facts(code[test], ranges.lines_of(test)), "segments": numbers}
     document["files"] = files
     document["segments"] = [[file_index[file], *spans] for file, spans in used]
     document["code_totals"] = totals(results, used)

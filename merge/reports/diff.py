@@ -5,16 +5,18 @@ Overall, an endpoint is gained when the head run tested it (directly or indirect
 the base run did not, and lost the other way round; `conformance` does the same for conformance-tested eligible
 endpoints (APISnoop's measure). Per test, the endpoints compared are those `by_test` gives (every way of hitting
 one); tests only in one run are listed as added or removed, with their endpoints. Lines are compared per file as
-ranges (`coderanges`: a file whose ranges are the same in both is skipped at once, the others subtracted range by
+ranges (`coderanges.RunRanges`: the two runs' segments numbered alike, a test whose segment numbers are the same
+in both is skipped at once, and of the others only the files whose segments differ are subtracted range by
 range), and given as `[first, last]` ranges; a test without code coverage in one of the runs gets `lines: null`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import sqlite_utils
 
 from auditcov.merge.cover.model import gc_paused
-from auditcov.merge.reports.coderanges import Ranges, difference, line_count, pairs
+from auditcov.merge.reports.coderanges import Ranges, RunRanges, difference, line_count, pairs
 from auditcov.merge.reports.queries import RunData, load_run_data
 
 FORMAT_VERSION = 1
@@ -41,14 +43,14 @@ def _diff_runs(base: RunData, head: RunData) -> dict:
     tested = {data.run: _tested(data) for data in (base, head)}
     conformance = {data.run: _conformance_tested(data) for data in (base, head)}
     base_tests, head_tests = base.test_names(), head.test_names()
+    segments, head_numbers = _common_segments(base.ranges, head.ranges)
     changed = []
     for test in sorted(base_tests & head_tests):
         endpoints = _changes(set(base.by_test.get(test, ())), set(head.by_test.get(test, ())))
-        lines = (
-            _line_changes(base.ranges.of_test(test), head.ranges.of_test(test))
-            if test in base.code and test in head.code
-            else None
-        )
+        lines = None
+        if test in base.code and test in head.code:
+            before, after = base.ranges.tests.get(test, _NONE), head_numbers.get(test, _NONE)
+            lines = _line_changes(segments, before, after)
         if endpoints["gained"] or endpoints["lost"] or (lines is not None and (lines["gained"] or lines["lost"])):
             changed.append({"test": test, "endpoints": endpoints, "lines": lines})
     return {
@@ -90,12 +92,29 @@ def _conformance_tested(data: RunData) -> set[str]:
     }
 
 
-def _line_changes(before: dict[str, Ranges], after: dict[str, Ranges]) -> dict:
+def _common_segments(base: RunRanges, head: RunRanges) -> tuple[list[tuple[str, Ranges]], dict[str, np.ndarray]]:
+    """The segments of both runs numbered alike (base's numbers, then head's other segments), and each head test's
+    segment numbers in that numbering: a test's lines changed exactly when its numbers did."""
+    number = {segment: at for at, segment in enumerate(base.segments)}
+    renumber = np.array([number.setdefault(segment, len(number)) for segment in head.segments], dtype=np.int64)
+    return list(number), {test: renumber[numbers] for test, numbers in head.tests.items()}
+
+
+_NONE = np.empty(0, dtype=np.int64)
+
+
+def _line_changes(segments: list[tuple[str, Ranges]], before: np.ndarray, after: np.ndarray) -> dict:
+    """Lines gained and lost by one test, from its segment numbers (in `segments`) in both runs (one segment per
+    file in each run, in file name order: equal numbers, equal lines)."""
     files = {}
     gained = lost = 0
-    # The files whose ranges differ, found by a set operation on (file, ranges) pairs (in C).
-    for file in sorted({file for file, _ in before.items() ^ after.items()}):
-        old, new = before.get(file, ()), after.get(file, ())
+    if np.array_equal(before, after):
+        return {"gained": gained, "lost": lost, "files": files}
+    # The files whose ranges differ: those of the segments in one run only.
+    changed_before = dict(map(segments.__getitem__, np.setdiff1d(before, after).tolist()))
+    changed_after = dict(map(segments.__getitem__, np.setdiff1d(after, before).tolist()))
+    for file in sorted(changed_before.keys() | changed_after.keys()):
+        old, new = changed_before.get(file, ()), changed_after.get(file, ())
         more, fewer = difference(new, old), difference(old, new)
         gained += line_count(more)
         lost += line_count(fewer)
