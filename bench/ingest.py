@@ -1,17 +1,21 @@
-"""Live ingest throughput: concurrent clients POST 400-event EventLists to `auditcov serve` over loopback.
+"""Live ingest throughput: concurrent clients POST 400-event EventLists to `auditcov serve` over loopback, on
+SQLite, on PostgreSQL, and with two sinks sharing one PostgreSQL database, in the same run.
 
-The sink runs as its own process (`auditcov serve`, a fresh store, synchronous=NORMAL unless --synchronous
-FULL). The events are realistic Metadata-level audit events of about 1 KB: the real e2e event from the fixtures
-with fresh auditIDs, a mix of e2e test agents, controllers and kubectl, of verbs, resources and namespaces, and
-timestamps moving forward. Every batch holds new events, so every one is stored, and each answer (200) comes
-after its batch is committed. Prints:
+Each sink runs as its own process (`auditcov serve`, a fresh store, synchronous=NORMAL unless --synchronous
+FULL; PostgreSQL: a server the bench starts, as the tests do, one new database per measurement, commits durable
+as PostgreSQL's defaults make them). The events are realistic Metadata-level audit events of about 1 KB: the
+real e2e event from the fixtures with fresh auditIDs, a mix of e2e test agents, controllers and kubectl, of
+verbs, resources and namespaces, and timestamps moving forward. Every batch holds new events, so every one is
+stored, and each answer (200) comes after its batch is committed. Prints:
 
-- events/s stored (durable), p50/p99 batch latency, the sink's peak RSS (VmHWM), its CPU seconds, split between
-  the event loop thread and the store writer, and the bytes it wrote per event; the load average around the run;
+- per store: events/s stored (durable), p50/p99 batch latency, the sinks' CPU per event, split between the
+  event loop thread and the store writer, PostgreSQL's CPU per event (all its processes), the sink's peak RSS
+  (VmHWM) and the bytes it wrote per event; the load average around each run;
 - a parse-only baseline: orjson over the same bodies in this process, and the ratio between the two;
 - a check that the store holds every event sent.
 
     .venv/bin/python bench/ingest.py [--batches 500] [--clients 4] [--synchronous NORMAL]
+                                     [--stores sqlite,postgres,postgres-2]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -116,10 +122,10 @@ def parse_only(bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def start_sink(db: Path, synchronous: str) -> tuple[subprocess.Popen, str]:
+def start_sink(db: str, synchronous: str, folder: Path) -> tuple[subprocess.Popen, str]:
     sink = subprocess.Popen(
-        [AUDITCOV, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--synchronous", synchronous],
-        cwd=db.parent,
+        [AUDITCOV, "serve", "--listen", "127.0.0.1:0", "--db", db, "--synchronous", synchronous],
+        cwd=folder,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -127,6 +133,22 @@ def start_sink(db: Path, synchronous: str) -> tuple[subprocess.Popen, str]:
         if match := re.search(r"listening on (http\S+)", line):
             return sink, match.group(1)
     raise SystemExit("the sink did not start")
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster and every process it started (backends, WAL
+    writer, checkpointer), those gone included (a process's cumulative children's time)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -146,13 +168,13 @@ def bytes_written(pid: int) -> int:
     return int(re.search(r"wchar: (\d+)", Path(f"/proc/{pid}/io").read_text()).group(1))
 
 
-async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
-    """Wall seconds to have every body answered, and each batch's latency."""
+async def post_all(urls: list[str], bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
+    """Wall seconds to have every body answered, and each batch's latency; client n sends to sink n mod sinks."""
     queue = list(reversed(bodies))
     latencies: list[float] = []
     headers = {"Content-Type": "application/json"}
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(session: aiohttp.ClientSession, url: str) -> None:
         while queue:
             body = queue.pop()
             sent = time.perf_counter()
@@ -165,7 +187,7 @@ async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        await asyncio.gather(*(client(session, urls[n % len(urls)]) for n in range(clients)))
         return time.perf_counter() - started, latencies
 
 
@@ -174,13 +196,83 @@ async def stored_events(url: str) -> int:
         return (await response.json())["events"]
 
 
+@dataclass
+class Result:
+    store: str
+    sinks: int
+    rate: float
+    wall_s: float
+    p50_ms: float
+    p99_ms: float
+    sink_cpu: float  # all sinks
+    loop_cpu: float  # their event loop threads
+    server_cpu: float | None  # PostgreSQL's processes
+    rss_mib: float
+    written: int
+    load: tuple[float, float]
+
+
+def measure(store: str, db: str, sinks: int, bodies: list[bytes], args, folder: Path, postmaster: int | None) -> Result:
+    """Send every body to `sinks` fresh sinks on the store `db`; check the store holds every event."""
+    started = [start_sink(db, args.synchronous, folder) for _ in range(sinks)]
+    processes, urls = [process for process, _ in started], [url for _, url in started]
+    try:
+        load_before = os.getloadavg()[0]
+        cpu_before = [cpu_seconds(process.pid) for process in processes]
+        loop_before = [cpu_seconds(process.pid, process.pid) for process in processes]
+        written_before = sum(bytes_written(process.pid) for process in processes)
+        server_before = server_cpu_seconds(postmaster) if postmaster else 0.0
+        wall_s, latencies = asyncio.run(post_all(urls, bodies, args.clients))
+        sink_cpu = sum(cpu_seconds(process.pid) - before for process, before in zip(processes, cpu_before, strict=True))
+        loop_cpu = sum(
+            cpu_seconds(process.pid, process.pid) - b for process, b in zip(processes, loop_before, strict=True)
+        )
+        written = sum(bytes_written(process.pid) for process in processes) - written_before
+        server_cpu = server_cpu_seconds(postmaster) - server_before if postmaster else None
+        load_after = os.getloadavg()[0]
+        rss = max(peak_rss_mib(process.pid) for process in processes)
+        stored = asyncio.run(stored_events(urls[0]))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    events = sum(body.count(b'"auditID"') for body in bodies)
+    if stored != events:
+        raise SystemExit(f"{store} with {sinks} sink(s): the store holds {stored} of the {events} events sent")
+    quantiles = statistics.quantiles(latencies, n=100)
+    return Result(
+        store, sinks, events / wall_s, wall_s, quantiles[49] * 1000, quantiles[98] * 1000, sink_cpu, loop_cpu,
+        server_cpu, rss, written, (load_before, load_after),
+    )  # fmt: skip
+
+
+def postgres_server(folder: Path):
+    """A PostgreSQL server of the bench's own, as the tests start theirs (tests/pgserver.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgserver import PostgresServer, postgres_bin
+
+    bindir = postgres_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL is not installed (hack/test-deps.sh installs it)")
+    server = PostgresServer(folder, bindir)
+    server.init()
+    server.start()
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=500, help="EventList POSTs in all (default 500)")
     parser.add_argument("--per-batch", type=int, default=400, help="events per batch (the apiserver's maximum)")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients in all (default 4)")
     parser.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="NORMAL")
-    parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,postgres,postgres-2",
+        help="what to measure, in order: sqlite (one sink), postgres (one sink), postgres-2 (two sinks on one "
+        "database); default all three",
+    )
+    parser.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
     args = parser.parse_args()
 
     bodies = make_bodies(args.batches, args.per_batch)
@@ -188,45 +280,49 @@ def main() -> None:
     body_bytes = sum(map(len, bodies))
     print(f"{events} events in {args.batches} batches, {body_bytes / events:.0f} bytes/event, {args.clients} clients")
     parse_s = min(parse_only(bodies) for _ in range(3))
+    parse_rate = events / parse_s
 
+    results = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        sink, url = start_sink(Path(tmp) / "bench.db", args.synchronous)
+        folder = Path(tmp)
+        wanted = args.stores.split(",")
+        server = None
+        if any(name.startswith("postgres") for name in wanted):
+            # Its own temporary folder: the server may run as another user (tests/pgserver.py).
+            server = postgres_server(Path(tempfile.mkdtemp(prefix="auditcov-bench-postgres-")))
         try:
-            load_before = os.getloadavg()[0]
-            cpu_before, client_before = cpu_seconds(sink.pid), time.process_time()
-            loop_before, written_before = cpu_seconds(sink.pid, sink.pid), bytes_written(sink.pid)
-            wall_s, latencies = asyncio.run(post_all(url, bodies, args.clients))
-            sink_cpu = cpu_seconds(sink.pid) - cpu_before
-            loop_cpu = cpu_seconds(sink.pid, sink.pid) - loop_before
-            written = bytes_written(sink.pid) - written_before
-            load_after = os.getloadavg()[0]
-            client_cpu = time.process_time() - client_before
-            rss = peak_rss_mib(sink.pid)
-            stored = asyncio.run(stored_events(url))
+            for number, name in enumerate(wanted):
+                if name == "sqlite":
+                    results.append(measure("SQLite", str(folder / f"bench-{number}.db"), 1, bodies, args, folder, None))
+                elif name in ("postgres", "postgres-2"):
+                    db = server.new_database()
+                    sinks = 2 if name == "postgres-2" else 1
+                    results.append(measure("PostgreSQL", db, sinks, bodies, args, folder, server.process.pid))
+                else:
+                    raise SystemExit(f"--stores: {name!r} is not sqlite, postgres or postgres-2")
         finally:
-            sink.send_signal(signal.SIGTERM)
-            sink.wait(60)
-    rate = events / wall_s
-    quantiles = statistics.quantiles(latencies, n=100)
-    print(f"sink (synchronous={args.synchronous}): {rate:,.0f} events/s durable ({wall_s:.2f} s wall)")
-    print(f"batch latency: p50 {quantiles[49] * 1000:.1f} ms, p99 {quantiles[98] * 1000:.1f} ms")
-    # The machine is shared: the sink's own CPU time says what it could do with a core to itself.
-    print(
-        f"sink peak RSS: {rss:.0f} MiB; sink CPU: {sink_cpu:.2f} s for {wall_s:.2f} s wall "
-        f"({sink_cpu / events * 1e6:.1f} us/event, {events / sink_cpu:,.0f} events per sink CPU-second)"
-    )
-    # The event loop (parsing, attribution) and the writer thread (SQLite) share one GIL.
-    print(
-        f"  of which the event loop thread {loop_cpu / events * 1e6:.1f} us/event, the other threads (the store "
-        f"writer) {(sink_cpu - loop_cpu) / events * 1e6:.1f} us/event; {written / events:,.0f} bytes written/event"
-    )
-    print(f"clients' CPU (this process, sharing the 2 cores): {client_cpu:.2f} s")
-    print(f"load average (1 min) before and after: {load_before:.2f}, {load_after:.2f}")
-    print(f"parse-only baseline (orjson.loads of the same bodies): {events / parse_s:,.0f} events/s")
-    print(f"ratio sink / parse-only: {rate / (events / parse_s):.2f}")
-    print(f"stored: {stored} of {events} events sent")
-    if stored != events:
-        raise SystemExit("the store does not hold every event sent")
+            if server is not None:
+                server.stop()
+                shutil.rmtree(server.folder, ignore_errors=True)
+
+    print(f"parse-only baseline (orjson.loads of the same bodies, this process): {parse_rate:,.0f} events/s")
+    for result in results:
+        label = f"{result.store}, {result.sinks} sink{'s' if result.sinks > 1 else ''}"
+        print(
+            f"{label}: {result.rate:,.0f} events/s durable ({result.wall_s:.2f} s wall, "
+            f"ratio to parse-only {result.rate / parse_rate:.2f}); batch latency p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms"
+        )
+        # The machine is shared: CPU time per event says what each part could do with a core to itself.
+        server = "" if result.server_cpu is None else f", PostgreSQL {result.server_cpu / events * 1e6:.1f} us/event"
+        print(
+            f"  CPU: sink {result.sink_cpu / events * 1e6:.1f} us/event (event loop "
+            f"{result.loop_cpu / events * 1e6:.1f}, store writer and others "
+            f"{(result.sink_cpu - result.loop_cpu) / events * 1e6:.1f}){server}; sink peak RSS {result.rss_mib:.0f} "
+            f"MiB; {result.written / events:,.0f} bytes written by the sink per event; load average (1 min) "
+            f"{result.load[0]:.2f} before, {result.load[1]:.2f} after"
+        )
+    print(f"stored: every one of the {events} events sent, in each run")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ by run (one partition per run, made with the run's first batch), so `drop_run` d
 
 Results read as SQLite gives them: integers as int (PostgreSQL's SUM gives numeric), booleans as 0 and 1.
 
-Ingest does not go through `translate`: `insert_or_ignore` COPYs rows into a temporary table of the session and
-inserts them from there in key order, skipping those already stored. The key order matters with several
-sinks: two transactions that insert the same events lock them in the same order, so neither waits on the other
-in a cycle (a deadlock PostgreSQL would end by failing one; `is_retryable` tells the writer to run it again).
+Ingest does not go through `translate`: `insert_or_ignore` COPYs a batch's events straight into `events` and,
+only when some are stored already, COPYs them into a temporary table of the session and inserts from there the
+ones that are not. Rows go in key order. That matters with several sinks: two transactions that insert the same
+events lock them in the same order, so neither waits on the other in a cycle (such a deadlock, which
+PostgreSQL ends by failing one, can still come from two batches in one transaction: `is_retryable` tells the
+writer to run it again).
 """
 
 from __future__ import annotations
@@ -130,8 +132,12 @@ def translate(statement: str) -> Statement:
     return Statement(text, kind, returns_id)
 
 
-#: The tables every batch of events writes to, whose COPY tables each session makes when it connects.
-_STAGED = ("events", "tests", "namespaces", "quarantine")
+#: The tables whose COPY tables (for rows some of which may be stored already) each session makes when it connects.
+_STAGED = ("events", "quarantine")
+#: At most this many rows go in one INSERT ... VALUES; more are COPYed.
+_ROWS_PER_VALUES = 32
+#: The schema's column types as PostgreSQL names them (placeholders are cast to them: a NULL has no type).
+_PG_TYPES = {"TEXT": "text", "INTEGER": "bigint", "BLOB": "bytea"}
 
 
 class _NumberLoader(psycopg.adapt.Loader):
@@ -226,24 +232,53 @@ class PgConnection:
         self._conn.close()
 
     def insert_or_ignore(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
-        """COPY `rows` in and insert those not stored yet, in key order; return how many were inserted."""
+        """Insert the rows not stored yet, in key order; return how many were inserted.
+
+        A few rows (a batch's tests, namespaces) go in one INSERT ... ON CONFLICT DO NOTHING. Many (its events)
+        are COPYed straight into the table, which is fastest, and when any of them is stored already (a retried
+        batch, another sink's copy of it) COPYed into a table of the session instead and inserted from there,
+        skipping those."""
         if not rows:
             return 0
-        conn = self._usable()
-        cursor = conn.cursor()
+        spec = schema_tables()[table]
+        at = [columns.index(column) for column in spec.key if column in columns]
+        # NULLs last, as PostgreSQL orders them: every sink locks new rows in this same order.
+        rows = sorted(rows, key=lambda row: tuple((row[i] is None, 0 if row[i] is None else row[i]) for i in at))
+        cursor = self._usable().cursor()
+        names = ", ".join(columns)
+        if len(rows) <= _ROWS_PER_VALUES:
+            types = [_PG_TYPES[spec.types[spec.columns.index(column)]] for column in columns]
+            row = f"({', '.join(f'%s::{kind}' for kind in types)})"
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING",
+                [value for row in rows for value in row],
+            )
+            return cursor.rowcount
+        cursor.execute("SAVEPOINT auditcov_copy")
+        try:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO auditcov_copy")
+            cursor.execute("RELEASE auditcov_copy")
+            return self._insert_new(cursor, table, names, rows)
+        cursor.execute("RELEASE auditcov_copy")
+        return len(rows)
+
+    def _insert_new(self, cursor: _Cursor, table: str, names: str, rows: list[tuple]) -> int:
+        """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
         if table not in _STAGED:  # made in this transaction, if it is the first of the session to need it
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
-        names = ", ".join(columns)
         with cursor.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        order = ", ".join(column for column in schema_tables()[table].key if column in columns) or names
+        order = ", ".join(column for column in schema_tables()[table].key if column in names.split(", ")) or names
         cursor.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table} ORDER BY {order} ON CONFLICT DO NOTHING"
+            f"WITH staged AS (DELETE FROM stage_{table} RETURNING {names}) "
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY {order} ON CONFLICT DO NOTHING"
         )
-        inserted = cursor.rowcount
-        cursor.execute(f"TRUNCATE stage_{table}")
-        return inserted
+        return cursor.rowcount
 
     def ensure_run(self, run: str, at_us: int) -> None:
         """Record `run` if new, and give it its own partition of `events` in the same transaction. (Asked every

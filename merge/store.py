@@ -269,12 +269,13 @@ class Table:
     """A table of SCHEMA, as read from its text."""
 
     columns: tuple[str, ...]
+    types: tuple[str, ...]  # each column's: TEXT, INTEGER or BLOB
     key: tuple[str, ...]  # what identifies a row besides an `id`: the columns an upsert conflicts on
     has_id: bool  # rows have an `id INTEGER PRIMARY KEY` (their number in this store, never copied)
 
 
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
-_COLUMN = re.compile(r"^\s*(\w+) (?:TEXT|INTEGER|BLOB)\b", re.M)
+_COLUMN = re.compile(r"^\s*(\w+) (TEXT|INTEGER|BLOB)\b", re.M)
 
 
 @cache
@@ -283,7 +284,7 @@ def schema_tables() -> dict[str, Table]:
     tables = {}
     for name, body in _TABLE.findall(SCHEMA):
         body = re.sub(r"--[^\n]*", "", body)
-        columns = tuple(_COLUMN.findall(body))
+        columns, types = zip(*_COLUMN.findall(body), strict=True)
         composite = re.search(r"(?:PRIMARY KEY|UNIQUE) \(([^)]*)\)", body)
         if composite:
             key = tuple(part.strip() for part in composite.group(1).split(","))
@@ -292,7 +293,7 @@ def schema_tables() -> dict[str, Table]:
             key = (single.group(1),) if single else ()
         if name == "events":  # identified by its unique index, events_identity
             key = ("run", "received_us", "audit_id", "stage")
-        tables[name] = Table(columns, key, "id" in columns)
+        tables[name] = Table(columns, types, key, "id" in columns)
     return tables
 
 
