@@ -56,9 +56,15 @@ def demo(tmp_path_factory) -> Path:
     return binary
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path) -> str:
+    """The sink's store: a SQLite file, or a PostgreSQL database (the same coverage proxy runs on either)."""
+    return str(tmp_path / "sink.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 @contextlib.asynccontextmanager
-async def sink_running(tmp_path: Path, **settings) -> AsyncIterator[RunningSink]:
-    sink = await start_sink(Settings(db=str(tmp_path / "sink.db"), listen="127.0.0.1:0", **settings))
+async def sink_running(tmp_path: Path, db: str | None = None, **settings) -> AsyncIterator[RunningSink]:
+    sink = await start_sink(Settings(db=db or str(tmp_path / "sink.db"), listen="127.0.0.1:0", **settings))
     try:
         yield sink
     finally:
@@ -159,8 +165,8 @@ def _agent_env(sink: RunningSink, run: str) -> dict[str, str]:
 
 
 @pytest.mark.go
-async def test_markers_give_each_test_exactly_its_lines(demo, alone, tmp_path):
-    async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
+async def test_markers_give_each_test_exactly_its_lines(demo, alone, tmp_path, store):
+    async with sink_running(tmp_path, store) as sink, running(demo, _agent_env(sink, "r")) as program:
         agent = await registered(sink, "r", "agentdemo")
         assert agent["kind"] == "go" and agent["pid"] == program.process.pid and agent["address"].startswith("http")
         for test, paths in TESTS.items():
@@ -181,9 +187,9 @@ async def test_markers_give_each_test_exactly_its_lines(demo, alone, tmp_path):
 
 
 @pytest.mark.go
-async def test_events_in_blocking_mode_are_the_boundaries(demo, alone, tmp_path):
+async def test_events_in_blocking_mode_are_the_boundaries(demo, alone, tmp_path, store):
     """No markers: each test's first event opens it (snapshot before the answer), the next test's closes it."""
-    async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
+    async with sink_running(tmp_path, store) as sink, running(demo, _agent_env(sink, "r")) as program:
         await registered(sink, "r", "agentdemo")
         for test, paths in TESTS.items():
             for path in paths:
@@ -210,12 +216,14 @@ async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @pytest.mark.go
-async def test_an_agent_that_hangs_or_dies_leaves_its_tests_incomplete_and_ingestion_going(demo, alone, tmp_path):
+async def test_an_agent_that_hangs_or_dies_leaves_its_tests_incomplete_and_ingestion_going(
+    demo, alone, tmp_path, store
+):
     hung = await asyncio.start_server(_hang, "127.0.0.1", 0)
     hung_url = f"http://127.0.0.1:{hung.sockets[0].getsockname()[1]}"
     (first, first_paths), (second, _), _ = TESTS.items()
     try:
-        async with sink_running(tmp_path) as sink, running(demo, _agent_env(sink, "r")) as program:
+        async with sink_running(tmp_path, store) as sink, running(demo, _agent_env(sink, "r")) as program:
             await registered(sink, "r", "agentdemo")
             status, answer = await ask(
                 "POST", f"{sink.url}/v1/runs/r/agents", json={"process": "hung", "kind": "go", "address": hung_url}
