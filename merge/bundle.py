@@ -54,6 +54,7 @@ from auditcov.merge.store import (
     open_store,
     open_store_readonly,
     schema_tables,
+    store_name,
     transaction,
 )
 
@@ -343,7 +344,7 @@ def load_bundles(
     db = open_store(db_path)
     try:
         before = _count(db.conn, "events", run)
-        _merge_into(db.conn, inputs, run, f"the catalogue of {db_path}")
+        _merge_into(db.conn, inputs, run, f"the catalogue of {store_name(db_path)}")
         events = _count(db.conn, "events", run)
         # A test is known by its client's user agent (tests) or by its markers.
         (tests,) = db.conn.execute(

@@ -41,7 +41,7 @@ import psycopg.errors
 from psycopg import sql
 
 from auditcov.merge.errors import StoreError
-from auditcov.merge.store import SCHEMA, SCHEMA_VERSION, schema_tables
+from auditcov.merge.store import SCHEMA, SCHEMA_VERSION, schema_tables, store_name
 
 #: An advisory lock key (any constant) held while a schema is created, so sinks starting at once do not race.
 _SCHEMA_LOCK = 0x61756469
@@ -180,7 +180,7 @@ class PgConnection:
                 self.url, autocommit=True, cursor_factory=_Cursor, options=options, connect_timeout=10
             )
         except psycopg.Error as exc:
-            raise psycopg.OperationalError(f"cannot connect to {_safe_url(self.url)}: {exc}") from exc
+            raise psycopg.OperationalError(f"cannot connect to {store_name(self.url)}: {exc}") from exc
         conn.adapters.register_loader("numeric", _NumberLoader)
         conn.adapters.register_loader("bool", _BooleanLoader)
         if not self.read_only:
@@ -321,12 +321,11 @@ def open_pg_store(url: str) -> PgDatabase:
         conn = PgConnection(url) if _has_schema(url) else _created(url)
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except psycopg.Error as exc:
-        raise StoreError(f"{_safe_url(url)}: cannot open the store: {exc}") from exc
+        raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
     if version is None or int(version[0]) != SCHEMA_VERSION:
         conn.close()
-        raise StoreError(
-            f"{_safe_url(url)}: store has schema version {version and version[0]}; this auditcov reads {SCHEMA_VERSION}"
-        )
+        found = version and version[0]
+        raise StoreError(f"{store_name(url)}: store has schema version {found}; this auditcov reads {SCHEMA_VERSION}")
     return PgDatabase(conn)
 
 
@@ -334,14 +333,14 @@ def open_pg_store_readonly(url: str) -> PgDatabase:
     """Connect for reading only: the server refuses any write made on this connection."""
     try:
         if not _has_schema(url):
-            raise StoreError(f"{_safe_url(url)}: no store there (no auditcov schema in that database)")
+            raise StoreError(f"{store_name(url)}: no store there (no auditcov schema in that database)")
         conn = PgConnection(url, read_only=True)
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except psycopg.Error as exc:
-        raise StoreError(f"{_safe_url(url)}: cannot open the store: {exc}") from exc
+        raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
     if int(version) != SCHEMA_VERSION:
         conn.close()
-        raise StoreError(f"{_safe_url(url)}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
+        raise StoreError(f"{store_name(url)}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
     return PgDatabase(conn)
 
 
@@ -350,7 +349,7 @@ def _has_schema(url: str) -> bool:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as probe:
             return probe.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
     except psycopg.Error as exc:
-        raise psycopg.OperationalError(f"cannot connect to {_safe_url(url)}: {exc}") from exc
+        raise psycopg.OperationalError(f"cannot connect to {store_name(url)}: {exc}") from exc
 
 
 def _created(url: str) -> PgConnection:
@@ -378,8 +377,3 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether the transaction failed only because of another one beside it (a deadlock, a serialization
     failure): run again, it succeeds."""
     return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -302,6 +302,11 @@ def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
+def store_name(target: str | Path) -> str:
+    """A store as messages and banners name it: a file's path, or a URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(target))
+
+
 def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite_utils.Database:
     """Open (creating if needed) the store at `path`, in WAL mode, with the schema in place; a `postgresql://`
     URL opens that database instead (`synchronous` is SQLite's: PostgreSQL's commits are durable)."""

@@ -19,6 +19,7 @@ import uvloop
 from aiohttp import web
 
 from auditcov.merge.openapi.live import cluster_version
+from auditcov.merge.store import store_name
 from auditcov.sink.app import DRAIN, INGESTOR, WRITER, init_app
 from auditcov.sink.catalogue import follow_cluster, sink_matcher
 from auditcov.sink.connections import GuardedSite, guard_app
@@ -103,7 +104,7 @@ async def start_sink(settings: Settings, *, matcher: Matcher | None = None) -> R
 def banner(settings: Settings, url: str) -> str:
     """What `serve` prints at start: where it listens and how to point a kube-apiserver at it, from the files of
     config/ (see `auditcov.sink.operatorfiles`)."""
-    head = f"auditcov sink listening on {url} (store {settings.db}, run {settings.default_run!r})\n\n"
+    head = f"auditcov sink listening on {url} (store {store_name(settings.db)}, run {settings.default_run!r})\n\n"
     tail = "Stop with Ctrl-C or SIGTERM.\n"
     folder = operator_files()
     if folder is None:

@@ -272,3 +272,18 @@ def test_import_and_remap_store_the_same(postgres_server, tmp_path):
     assert orjson.loads(_same(pair, "stats"))["quarantined"] > 0
     _same(pair, "report", "--run", "files", "--format", "json")
     _same(pair, "report", "--run", "files", "--format", "text", "--untested")
+
+
+def test_a_password_in_the_url_is_never_shown(postgres_server, tmp_path):
+    url = postgres_server.new_database().replace("auditcov@", "auditcov:hunter2@")
+    sink = Sink(url, cwd=tmp_path)
+    try:
+        assert "(store postgresql://auditcov:***@" in sink.banner and "hunter2" not in sink.banner
+    finally:
+        assert sink.stop() == 0
+    result = CliRunner().invoke(
+        cli, ["import", "--db", url, "--run", "p", str(Path(__file__).parent / "fixtures/audit/falco")]
+    )
+    assert result.exit_code == 0 and "auditcov:***@" in result.output and "hunter2" not in result.output
+    dropped = _invoke("drop", "--db", url, "--run", "p")
+    assert "hunter2" not in dropped and "auditcov:***@" in dropped

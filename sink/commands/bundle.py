@@ -9,7 +9,7 @@ import click
 
 from auditcov.merge.bundle import export_bundle, load_bundles, merge_bundles
 from auditcov.merge.reports.formats import ReportOptions
-from auditcov.merge.store import drop_run, open_store
+from auditcov.merge.store import drop_run, open_store, store_name
 from auditcov.sink.commands import db_option, run_option
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
@@ -82,7 +82,7 @@ def merge_command(bundles: tuple[Path, ...], directory: Path | None, db_path: st
         return
     loaded = load_bundles(bundles, db_path, run=run, warn=_warn)
     click.echo(
-        f"{loaded.store}: run {loaded.run!r} from {loaded.bundles} bundle(s): {loaded.events} events "
+        f"{store_name(loaded.store)}: run {loaded.run!r} from {loaded.bundles} bundle(s): {loaded.events} events "
         f"({loaded.new_events} new), {loaded.tests} tests, {loaded.snapshots} coverage snapshots"
     )
 
@@ -112,4 +112,4 @@ def drop_command(db_path: str, run: str, directory: Path | None) -> None:
     finally:
         db.conn.close()
     counts = ", ".join(f"{count} {table}" for table, count in removed.items() if count)
-    click.echo(f"dropped run {run!r} from {db_path}: {counts or 'nothing else'}")
+    click.echo(f"dropped run {run!r} from {store_name(db_path)}: {counts or 'nothing else'}")

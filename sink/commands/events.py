@@ -14,7 +14,7 @@ from rich.text import Text
 from auditcov.merge.decode import Malformed
 from auditcov.merge.eventfiles import AuditFile, audit_files, read_files
 from auditcov.merge.openapi.stored import stored_matcher
-from auditcov.merge.store import open_store
+from auditcov.merge.store import open_store, store_name
 from auditcov.sink.commands import db_option
 from auditcov.sink.importer import import_files
 from auditcov.sink.ingest import Ingestor, check_run_name
@@ -121,7 +121,7 @@ def import_command(files: tuple[str, ...], db_path: str, run: str, keep_bodies: 
             jobs=jobs,
         )
     click.echo(
-        f"imported into run {run!r} of {db_path}: {summary.accepted} events stored, "
+        f"imported into run {run!r} of {store_name(db_path)}: {summary.accepted} events stored, "
         f"{summary.duplicates} duplicates, {summary.quarantined} quarantined, "
         f"{len(summary.errors)} of {len(files_to_read)} files unreadable"
     )
