@@ -89,12 +89,8 @@ class Bench:
     base: str = "base"
     head: str = "head"
     models: tuple | None = None  # both runs' RunData, for timing the diff alone
+    coverage: object = None  # run base's endpoint model, for its test spans (as the per-run model passes them)
     per_test: list | None = None  # run base's per-test code model, for timing its line ranges alone
-
-    @functools.cached_property
-    def spans(self) -> dict:
-        """Run base's test spans, as the endpoint model gives the per-test code model (read once, not timed)."""
-        return _paused(endpoint_coverage, self.db, self.base).test_spans
 
 
 def _report(output_format: str) -> Callable[[Bench], object]:
@@ -132,9 +128,15 @@ def _paused(build: Callable, *args: object, **kwargs: object) -> object:
         return build(*args, **kwargs)
 
 
+def _endpoints(bench: Bench) -> object:
+    bench.coverage = _paused(endpoint_coverage, bench.db, bench.base)
+    return bench.coverage
+
+
 def _per_test(bench: Bench) -> list:
-    """Run base's per-test code model as the per-run model builds it (with the endpoint model's test spans)."""
-    spans = bench.spans
+    """Run base's per-test code model as the per-run model builds it: with the endpoint model's test spans when that
+    was timed before it (else it reads the windows from the events itself)."""
+    spans = None if bench.coverage is None else bench.coverage.test_spans
     bench.per_test = _paused(per_test_coverage, bench.db, bench.base, event_spans=spans)
     return bench.per_test
 
@@ -143,7 +145,7 @@ def _per_test(bench: Bench) -> list:
 TIMINGS: list[tuple[str, Callable[[Bench], object]]] = [
     *((f"report --format {name}", _report(name)) for name in FILE_FORMATS),
     ("per-run model (endpoints + code, cold)", lambda bench: load_run_data(bench.db, bench.base)),
-    ("  of it: the endpoint model (endpointcov)", lambda bench: _paused(endpoint_coverage, bench.db, bench.base)),
+    ("  of it: the endpoint model (endpointcov)", _endpoints),
     ("  of it: the per-test code model", _per_test),
     # Times the model too when it was not timed just before (--only without "code").
     (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -15,10 +16,21 @@ from hypothesis import strategies as st
 from report_support import SPEC, event_list, import_code, measure_code, run_events
 from test_sink_process import Sink
 
+from auditcov.merge.cover.encoding import decode_layout, encode_blocks
 from auditcov.merge.cover.model import Block, Profile
-from auditcov.merge.cover.pertest import per_test_coverage
+from auditcov.merge.cover.pertest import LayoutCounts, PerTestCoverage, per_test_coverage
 from auditcov.merge.reports import queries
-from auditcov.merge.reports.coderanges import contains, difference, file_ranges, line_count, pairs, union
+from auditcov.merge.reports.coderanges import (
+    contains,
+    difference,
+    file_ranges,
+    layout_ranges,
+    line_count,
+    pairs,
+    run_ranges,
+    test_ranges,
+    union,
+)
 from auditcov.merge.reports.coverjson import line_ranges, report_test_lines
 from auditcov.merge.reports.diff import diff_runs
 from auditcov.merge.store import open_store_readonly
@@ -53,6 +65,43 @@ def test_range_operations_are_set_operations(one, other, line):
     assert contains(a, line) == (line in one)
     assert difference(a, b) == _flat(one - other)
     assert union([a, b, a]) == _flat(one | other)
+
+
+layout_blocks = st.lists(
+    st.tuples(st.sampled_from(["a.go", "b.go", "c/d.go"]), st.integers(1, 40), st.integers(1, 3), st.integers(-1, 5)),
+    min_size=1,
+    max_size=60,
+    unique_by=lambda block: block[:3],
+)
+
+
+@given(layout_blocks, st.data())
+def test_layout_ranges_and_run_ranges_are_file_ranges_of_the_blocks(spec, data):
+    """A layout's ranges of the blocks at some indexes are `file_ranges` of those blocks; a run's interned ranges
+    give every test its own (fast and Profile forms mixed) and number segments as a dict interning does."""
+    blocks = sorted({Block(file, start, col, start + length, 9) for file, start, col, length in spec})
+    layout = decode_layout(encode_blocks(blocks, [1] * len(blocks))[1])
+    results = []
+    for number in range(data.draw(st.integers(1, 5))):
+        chosen = sorted(data.draw(st.sets(st.integers(0, len(blocks) - 1))))
+        profile = Profile("count")
+        profile.add_all([blocks[i] for i in chosen], [1] * len(chosen), [1] * len(chosen))
+        assert layout_ranges(layout, np.array(chosen, dtype=np.int64)) == file_ranges(profile)
+        result = PerTestCoverage(f"t{number}", None)
+        result.add_blocks(LayoutCounts(layout, np.array(chosen, dtype=np.int64), np.ones(len(chosen), np.uint32)))
+        if data.draw(st.booleans()):  # the Profile form
+            result.add_python({"x.py": {1, 2, 5}})
+        assert list(test_ranges(result).items()) == list(file_ranges(result.profile).items())
+        results.append(result)
+    interned = run_ranges(results)
+    order = [result.test for result in reversed(results)]
+    numbers: dict[tuple, int] = {}
+    expected = [[numbers.setdefault(pair, len(numbers)) for pair in test_ranges(r).items()] for r in reversed(results)]
+    seen, numbered = interned.first_seen(order)
+    assert [interned.segments[at] for at in seen] == list(numbers) and numbered == expected
+    for result in results:
+        assert interned.of_test(result.test) == test_ranges(result)
+        assert interned.lines_of(result.test) == sum(map(line_count, test_ranges(result).values()))
 
 
 def _post(sink: Sink, run: str, items: list[dict]) -> None:
