@@ -75,18 +75,25 @@ class Statement:
 
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|::|\?|:[A-Za-z_]\w*|%")
-_INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(?:main\.)?(\w+)\s*\(([^)]*)\)", re.I)
+_INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*\(([^)]*)\)", re.I)
+#: SQLite's functions and idioms the store's queries use, each with what PostgreSQL says for it.
+_REWRITES = (
+    (re.compile(r"\binstr\(", re.I), "strpos("),  # instr(haystack, needle)
+    # typeof(c) = 'null': SQLite's test of a blob column that does not read the blob
+    (re.compile(r"\btypeof\(([\w.]+)\) = 'null'"), r"\1 IS NULL"),
+    (re.compile(r"\btypeof\(([\w.]+)\) <> 'null'"), r"\1 IS NOT NULL"),
+)
 
 
 def _placeholders(match: re.Match) -> str:
+    """A token as psycopg reads it: placeholders its own way, and every other `%` (in strings and comments
+    too, since psycopg reads the whole text) doubled."""
     token = match.group(0)
     if token == "?":
         return "%s"
-    if token == "%":
-        return "%%"
     if token.startswith(":") and token != "::":
         return f"%({token[1:]})s"
-    return token
+    return token.replace("%", "%%")
 
 
 @cache
@@ -106,16 +113,14 @@ def translate(statement: str) -> Statement:
     elif upper == "ROLLBACK":
         kind = "rollback"
     text = _TOKENS.sub(_placeholders, text)
-    text = re.sub(r"\binstr\(", "strpos(", text, flags=re.I)
-    text = re.sub(r"\btypeof\(([\w.]+)\) = 'null'", r"\1 IS NULL", text)
-    text = re.sub(r"\btypeof\(([\w.]+)\) <> 'null'", r"\1 IS NOT NULL", text)
+    for pattern, replacement in _REWRITES:
+        text = pattern.sub(replacement, text)
     returns_id = False
     insert = _INSERT.match(text)
     if insert:
         conflict, table_name, listed = insert.groups()
         table = schema_tables()[table_name]
         text = re.sub(r"^\s*INSERT\s+OR\s+\w+\s+INTO", "INSERT INTO", text, flags=re.I)
-        text = text.replace("INTO main.", "INTO ", 1)
         if conflict and conflict.upper() == "IGNORE":
             text += " ON CONFLICT DO NOTHING"
         elif conflict:
