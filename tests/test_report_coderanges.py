@@ -27,9 +27,10 @@ from auditcov.merge.reports.coderanges import (
     layout_ranges,
     line_count,
     pairs,
+    result_ranges,
     run_ranges,
-    test_ranges,
     union,
+    union_size,
 )
 from auditcov.merge.reports.coverjson import line_ranges, report_test_lines
 from auditcov.merge.reports.diff import diff_runs
@@ -65,6 +66,7 @@ def test_range_operations_are_set_operations(one, other, line):
     assert contains(a, line) == (line in one)
     assert difference(a, b) == _flat(one - other)
     assert union([a, b, a]) == _flat(one | other)
+    assert union_size([("f", a), ("g", a), ("f", b)]) == (2, len(one | other) + len(one))
 
 
 layout_blocks = st.lists(
@@ -91,17 +93,17 @@ def test_layout_ranges_and_run_ranges_are_file_ranges_of_the_blocks(spec, data):
         result.add_blocks(LayoutCounts(layout, np.array(chosen, dtype=np.int64), np.ones(len(chosen), np.uint32)))
         if data.draw(st.booleans()):  # the Profile form
             result.add_python({"x.py": {1, 2, 5}})
-        assert list(test_ranges(result).items()) == list(file_ranges(result.profile).items())
+        assert list(result_ranges(result).items()) == list(file_ranges(result.profile).items())
         results.append(result)
     interned = run_ranges(results)
     order = [result.test for result in reversed(results)]
     numbers: dict[tuple, int] = {}
-    expected = [[numbers.setdefault(pair, len(numbers)) for pair in test_ranges(r).items()] for r in reversed(results)]
+    expected = [[numbers.setdefault(pair, len(numbers)) for pair in result_ranges(r).items()] for r in results[::-1]]
     seen, numbered = interned.first_seen(order)
     assert [interned.segments[at] for at in seen] == list(numbers) and numbered == expected
     for result in results:
-        assert interned.of_test(result.test) == test_ranges(result)
-        assert interned.lines_of(result.test) == sum(map(line_count, test_ranges(result).values()))
+        assert interned.of_test(result.test) == result_ranges(result)
+        assert interned.lines_of(result.test) == sum(map(line_count, result_ranges(result).values()))
 
 
 def _post(sink: Sink, run: str, items: list[dict]) -> None:

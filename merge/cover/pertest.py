@@ -29,7 +29,7 @@ Python lines come from coverage.py contexts (already per test) and are added to 
 The model. A test whose code is one process's delta alone (the common case: one instrumented kube-apiserver)
 keeps it as `LayoutCounts`, the layout indexes of the blocks that ran and their counts (numpy arrays: 400 tests
 of a kube-apiserver run change 2 * 10^6 blocks in all), and reports read their lines and statements from those
-(`coderanges.test_ranges`, `statements_run`); its `Profile` is built only when asked for. A test with Python
+(`coderanges.result_ranges`, `statements_run`); its `Profile` is built only when asked for. A test with Python
 lines or a second delta has its blocks merged into a `Profile` as they are added (Go's rules: counts summed, a
 statement count that disagrees is a problem), and everything reads that.
 """

@@ -6,7 +6,7 @@ A file's covered lines are a flat tuple of ascending, disjoint, non-adjacent inc
 covers tens of thousands of lines in a few thousand runs, so the ranges are a fraction of the lines, and the
 operations here (count, membership, union, difference) walk ranges, not lines.
 
-A test's ranges (`test_ranges`) come from its `Profile`, or, when its code is one process's delta alone, straight
+A test's ranges (`result_ranges`) come from its `Profile`, or, when its code is one process's delta alone, straight
 from the layout indexes of the blocks that ran (`layout_ranges`, in numpy: the same ranges, without building the
 blocks).
 """
@@ -28,7 +28,7 @@ Ranges = tuple[int, ...]
 _NO_SEGMENTS = np.empty(0, dtype=np.int64)
 
 
-def test_ranges(result: PerTestCoverage) -> dict[str, Ranges]:
+def result_ranges(result: PerTestCoverage) -> dict[str, Ranges]:
     """A test's covered lines per file as ranges, files in name order (`file_ranges` of its profile)."""
     if result.blocks is not None:
         return layout_ranges(result.blocks.layout, result.blocks.indexes)
@@ -105,7 +105,7 @@ class RunRanges:
     _lines: np.ndarray | None = None
 
     def of_test(self, test: str) -> dict[str, Ranges]:
-        """`test_ranges` of a test of the run (no lines: empty)."""
+        """`result_ranges` of a test of the run (no lines: empty)."""
         return dict(self.segments_of(test))
 
     def segments_of(self, test: str) -> list[tuple[str, Ranges]]:
@@ -161,7 +161,7 @@ def run_ranges(results: Iterable[PerTestCoverage]) -> RunRanges:
             if numbers is not None:
                 tests[test] = renumber[numbers]
         for result in others:
-            pairs = test_ranges(result).items()
+            pairs = result_ranges(result).items()
             tests[result.test] = np.array([number.setdefault(pair, len(number)) for pair in pairs], dtype=np.int64)
         segments[:] = list(number)
     return RunRanges(segments, tests)
@@ -204,6 +204,32 @@ def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inverse = np.empty(len(rows), dtype=np.int64)
     inverse[order] = np.cumsum(opens) - 1
     return rows[order[opens]], inverse
+
+
+def union_size(segments: Iterable[tuple[str, Ranges]]) -> tuple[int, int]:
+    """How many files (file, ranges) segments name, and how many lines of them any segment covers (`union` of each
+    file's, counted; in numpy: a run has 10^5 distinct segments)."""
+    files: dict[str, int] = {}
+    numbers: list[int] = []
+    spans: list[int] = []  # how many ranges each segment has
+    file_of: list[int] = []
+    for file, ranges in segments:
+        file_of.append(files.setdefault(file, len(files)))
+        spans.append(len(ranges) // 2)
+        numbers += ranges
+    if not numbers:
+        return len(files), 0
+    flat = np.array(numbers, dtype=np.int64)
+    file = np.repeat(np.array(file_of, dtype=np.int64), spans)
+    order = np.lexsort((flat[0::2], file))
+    file, first, last = file[order], flat[0::2][order], flat[1::2][order]
+    # As in `_layout_segments`: the furthest line reached so far in the file; a range past it (plus one) opens.
+    reach = np.maximum.accumulate((file << 32) | last) & 0xFFFFFFFF
+    opens = np.ones(len(file), dtype=bool)
+    opens[1:] = (file[1:] != file[:-1]) | (first[1:] > reach[:-1] + 1)
+    firsts = np.flatnonzero(opens)
+    lasts = reach[np.append(firsts[1:], len(file)) - 1]
+    return len(files), int((lasts - first[firsts] + 1).sum())
 
 
 def line_count(ranges: Ranges) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from auditcov.merge.cover.pertest import PerTestCoverage
 from auditcov.merge.events import format_time
-from auditcov.merge.reports.coderanges import Ranges, line_count, pairs, run_ranges, test_ranges, union
+from auditcov.merge.reports.coderanges import Ranges, line_count, pairs, result_ranges, run_ranges, union_size
 
 FORMAT_VERSION = 1
 
@@ -28,10 +28,10 @@ def line_ranges(lines: Iterable[int]) -> list[list[int]]:
 
 
 def lines_of_test_json(result: PerTestCoverage, ranges: dict[str, Ranges] | None = None) -> dict:
-    """One test's code coverage as a JSON-ready dict; `ranges` is its `coderanges.test_ranges` when the caller
+    """One test's code coverage as a JSON-ready dict; `ranges` is its `coderanges.result_ranges` when the caller
     has them already."""
     if ranges is None:
-        ranges = test_ranges(result)
+        ranges = result_ranges(result)
     lines_covered = sum(map(line_count, ranges.values()))
     return {**code_facts(result, lines_covered), "files": {file: pairs(spans) for file, spans in ranges.items()}}
 
@@ -69,17 +69,11 @@ def coverage_report(run: str, results: list[PerTestCoverage]) -> dict:
 
 def totals(results: list[PerTestCoverage], segments: Iterable[tuple[str, Ranges]] | None = None) -> dict[str, int]:
     """How many tests, and the files and lines that any of them covered (`segments`: the (file, ranges) pairs of
-    the results' `coderanges.test_ranges`, when the caller has them; repeats need not be given)."""
+    the results' `coderanges.result_ranges`, when the caller has them; repeats need not be given)."""
     if segments is None:
-        segments = (pair for result in results for pair in test_ranges(result).items())
-    by_file: dict[str, list[Ranges]] = {}
-    for file, spans in segments:
-        by_file.setdefault(file, []).append(spans)
-    return {
-        "tests": len(results),
-        "files": len(by_file),
-        "lines_covered": sum(line_count(union(many)) for many in by_file.values()),
-    }
+        segments = {pair for result in results for pair in result_ranges(result).items()}
+    files, lines = union_size(segments)
+    return {"tests": len(results), "files": files, "lines_covered": lines}
 
 
 def add_code_to_endpoint_report(document: dict, results: list[PerTestCoverage]) -> None:

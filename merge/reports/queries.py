@@ -28,7 +28,7 @@ from auditcov.merge.cover.pertest import PerTestCoverage, per_test_coverage
 from auditcov.merge.errors import NotFoundError
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import LEVELS, group_label
-from auditcov.merge.reports.coderanges import Ranges, RunRanges, contains, line_count, pairs, run_ranges, union
+from auditcov.merge.reports.coderanges import Ranges, RunRanges, contains, line_count, pairs, run_ranges, union_size
 from auditcov.merge.reports.coverjson import lines_of_test_json
 from auditcov.merge.reports.endpointcov import EndpointCoverage, EndpointState, endpoint_coverage, merged_hits
 
@@ -367,6 +367,7 @@ def summary(data: RunData) -> dict:
         return {name: _counts(data, buckets[name]) for name in (*order, *sorted(set(buckets) - set(order)))}
 
     eligible = [state for state in current if state.eligible]
+    files, lines = union_size(data.ranges.segments)  # every distinct segment of the run's tests
     tested_eligible = sum(coverage.conformance_tested(state.endpoint.operation_id) for state in eligible)
     return {
         "run": data.run,
@@ -391,11 +392,7 @@ def summary(data: RunData) -> dict:
         "by_group": by(lambda state: group_label(state.endpoint.group)),
         "by_category": by(lambda state: state.endpoint.category),
         "hits": merged_hits(coverage.endpoint_hits.values()).to_json(),
-        "code": {
-            "tests": len(data.code),
-            "files": len(data.by_file),
-            "lines_covered": sum(line_count(union(per_test.values())) for per_test in data.by_file.values()),
-        },
+        "code": {"tests": len(data.code), "files": files, "lines_covered": lines},
     }
 
 
