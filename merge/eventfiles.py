@@ -10,6 +10,10 @@ is laid out is told from its first lines:
   whole, unless its second line is JSON on its own: then it is JSON lines whose first line was cut short;
 - any other file is read as JSON lines too, so that its good lines are kept beside its bad ones.
 
+`AuditFile.pieces` gives the same file as blocks of whole undecoded lines (`LineBlock`) when it is JSON lines
+from its first line on, for other processes to decode with `line_items` (`sink.parallelimport`); any other file
+as its items.
+
 Items are not validated here: the ingest core does that and quarantines the bad ones. What cannot be an item at
 all becomes a `merge.decode.Malformed` carrying its raw text and a reason that names the file and line, so it is
 quarantined beside the good items: a line that is not JSON, a document of the wrong shape (falco's
