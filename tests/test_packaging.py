@@ -94,19 +94,24 @@ def test_wheel_installs_auditcov_sink_and_merge_with_every_file_of_their_folders
 
 
 def requirement_closure(name: str) -> dict[str, importlib.metadata.Distribution]:
-    """The installed distributions `name` needs to run (no extras), itself included, by canonical name."""
+    """The installed distributions `name` needs to run (none of its own extras, but the extras its requirements
+    ask for, such as psycopg[binary]), itself included, by canonical name."""
     found: dict[str, importlib.metadata.Distribution] = {}
-    wanted = [name]
+    wanted: list[tuple[str, frozenset[str]]] = [(name, frozenset())]
+    seen: set[tuple[str, frozenset[str]]] = set()
     while wanted:
-        dist = importlib.metadata.distribution(wanted.pop())
+        wanted_name, extras = wanted.pop()
+        dist = importlib.metadata.distribution(wanted_name)
         key = canonicalize_name(dist.metadata["Name"])
-        if key in found:
+        if (key, extras) in seen:
             continue
+        seen.add((key, extras))
         found[key] = dist
         for text in dist.requires or []:
             requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                wanted.append(requirement.name)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in ("", *extras)):
+                wanted.append((requirement.name, frozenset(requirement.extras)))
     return found
 
 
