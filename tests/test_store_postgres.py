@@ -101,6 +101,8 @@ def stores(tmp_path_factory, postgres_server) -> dict[str, tuple[Path, str]]:
     for db in example:
         out = _invoke("merge", str(EXAMPLE), "--db", str(db))
         assert f"run '{EXAMPLE_RUN}' from 1 bundle(s): 22898 events (22898 new), 88 tests" in out
+        again = _invoke("merge", str(EXAMPLE), "--db", str(db))  # idempotent: nothing twice
+        assert f"run '{EXAMPLE_RUN}' from 1 bundle(s): 22898 events (0 new), 88 tests, 89 coverage snapshots" in again
     return {RUN: (sqlite, postgres), OTHER: (sqlite, postgres), EXAMPLE_RUN: example}
 
 
