@@ -135,10 +135,9 @@ def start_sink(db: str, synchronous: str, folder: Path) -> tuple[subprocess.Pope
     raise SystemExit("the sink did not start")
 
 
-def server_cpu_seconds(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL server: the postmaster and every process it started (backends, WAL
-    writer, checkpointer), those gone included (a process's cumulative children's time)."""
-    total = 0.0
+def _server_stats(postmaster: int) -> dict[int, list[str]]:
+    """The /proc stat fields of a PostgreSQL server's processes: the postmaster and those it started."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -147,8 +146,19 @@ def server_cpu_seconds(postmaster: int) -> float:
         except OSError:
             continue
         if int(entry.name) == postmaster or int(fields[1]) == postmaster:
-            total += sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
+            found[int(entry.name)] = fields
+    return found
+
+
+def server_pids(postmaster: int) -> list[int]:
+    return list(_server_stats(postmaster))
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster and every process it started (backends, WAL
+    writer, checkpointer), those gone included (a process's cumulative children's time)."""
+    ticks = sum(sum(int(value) for value in fields[11:15]) for fields in _server_stats(postmaster).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -273,6 +283,12 @@ def main() -> None:
         "database); default all three",
     )
     parser.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="PostgreSQL on the last core, the bench and its sinks on the others: as with a database server of its "
+        "own (the sinks' share of the machine is then the same with either store)",
+    )
     args = parser.parse_args()
 
     bodies = make_bodies(args.batches, args.per_batch)
@@ -290,6 +306,15 @@ def main() -> None:
         if any(name.startswith("postgres") for name in wanted):
             # Its own temporary folder: the server may run as another user (tests/pgserver.py).
             server = postgres_server(Path(tempfile.mkdtemp(prefix="auditcov-bench-postgres-")))
+        if args.pin:
+            cores = sorted(os.sched_getaffinity(0))
+            if len(cores) < 2:
+                raise SystemExit("--pin needs two cores")
+            if server is not None:
+                for pid in server_pids(server.process.pid):
+                    os.sched_setaffinity(pid, {cores[-1]})  # its later backends inherit the postmaster's
+            os.sched_setaffinity(0, set(cores[:-1]))  # the sinks inherit this
+            print(f"pinned: PostgreSQL on core {cores[-1]}, the bench and its sinks on {cores[:-1]}")
         try:
             for number, name in enumerate(wanted):
                 if name == "sqlite":
