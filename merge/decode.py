@@ -77,7 +77,7 @@ def decode_event_list(data: bytes) -> list[AuditEvent] | None:
     """The events of an EventList body when every one is valid; None otherwise (see the module docstring)."""
     # msgspec checks the UTF-8 of the strings it decodes, not of the values it skips (requestObject, fields
     # auditcov does not read): an item with invalid UTF-8 anywhere goes the item-by-item way.
-    if not data.isascii() and not _is_utf8(data):
+    if not data.isascii() and not is_utf8(data):
         return None
     try:
         document = _EVENT_LIST.decode(data)
@@ -215,7 +215,8 @@ def _raw_lines(data: bytes) -> list[RawItem]:
     raise BadBodyError("the body is neither JSON nor JSON lines: no line is JSON")
 
 
-def _is_utf8(data: bytes) -> bool:
+def is_utf8(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8."""
     try:
         data.decode()
     except UnicodeDecodeError:

@@ -49,7 +49,7 @@ from typing import BinaryIO, NamedTuple
 
 import orjson
 
-from auditcov.merge.decode import Malformed, decode_items
+from auditcov.merge.decode import Malformed, decode_items, is_utf8
 from auditcov.merge.errors import BadBodyError
 from auditcov.merge.events import item_json
 
@@ -136,7 +136,7 @@ class AuditFile:
         if first is None:
             raise BadBodyError(f"{self.path}: the file is empty")
         line = first[1]
-        if b"\0" in line or not _is_utf8(line):
+        if b"\0" in line or not is_utf8(line):
             raise BadBodyError(f"{self.path}: not audit data: the content is binary, not JSON text")
         if _parses(line) or not line.lstrip().startswith((b"{", b"[")):
             yield from self._json_lines(first, lines)
@@ -322,13 +322,5 @@ def _parses(line: bytes) -> bool:
     try:
         orjson.loads(line)
     except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _is_utf8(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
         return False
     return True

@@ -26,6 +26,7 @@ import re
 
 import msgspec
 
+from auditcov.merge.decode import is_utf8
 from auditcov.merge.events import AuditEvent
 
 #: Brackets outside strings a line may have: orjson writes at most 254 levels of nesting.
@@ -56,7 +57,7 @@ _EXPONENT = re.compile(rb":0+e")
 
 def line_event(line: bytes, *, keep_bodies: bool) -> AuditEvent | None:
     """The event `line` holds, exactly as the general path would give it; None when that path must decide."""
-    if not line.isascii() and not _is_utf8(line):
+    if not line.isascii() and not is_utf8(line):
         return None
     try:
         shape = _SHAPE.decode(line)
@@ -71,11 +72,3 @@ def line_event(line: bytes, *, keep_bodies: bool) -> AuditEvent | None:
     if marks.count(b"[") > MAX_DEPTH or _LONG_DIGITS in marks or _EXPONENT.search(marks.replace(b"[", b":")):
         return None
     return event
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
