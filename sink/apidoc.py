@@ -291,7 +291,8 @@ SCHEMAS["Diff"] = _object(
 SCHEMAS["AnyObject"] = ANY_OBJECT = {"type": "object"}
 SCHEMAS["IngestResult"] = _object({"accepted": INTEGER, "duplicates": INTEGER, "quarantined": INTEGER})
 SCHEMAS["Marker"] = _object(
-    {"test": {"type": "string", "minLength": 1}, "event": {"type": "string", "enum": ["start", "end"]}},
+    # Something besides the spaces, tabs and line ends that the sink cuts from either end (app.MARKER_BLANKS).
+    {"test": {"type": "string", "pattern": "[^ \t\r\n]"}, "event": {"type": "string", "enum": ["start", "end"]}},
     {"time": {"type": "string", "format": "date-time"}},
 )
 SCHEMAS["MarkerAnswer"] = _object({"run": STRING, "test": STRING, "event": STRING, "time": STRING})

@@ -315,6 +315,10 @@ async def _ingest(request: web.Request) -> web.Response:
     return _json(result.as_dict())
 
 
+#: What is cut from either end of a marker's test name (the OpenAPI document states the same: sink/apidoc.py).
+MARKER_BLANKS = " \t\r\n"
+
+
 async def add_marker(request: web.Request) -> web.Response:
     """POST /v1/runs/{run}/markers: record that a test started or ended (at `time`, default now)."""
     app = request.app
@@ -329,8 +333,8 @@ async def add_marker(request: web.Request) -> web.Response:
     if not isinstance(marker, dict):
         raise web.HTTPBadRequest(text='a marker is an object: {"test": NAME, "event": "start"|"end", "time": RFC3339}')
     test, event, moment = marker.get("test"), marker.get("event"), marker.get("time")
-    if not isinstance(test, str) or not test.strip():
-        raise web.HTTPBadRequest(text="marker test must be a non-empty string")
+    if not isinstance(test, str) or not test.strip(MARKER_BLANKS):
+        raise web.HTTPBadRequest(text="marker test must be a string with something besides spaces in it")
     if event not in ("start", "end"):
         raise web.HTTPBadRequest(text=f"marker event must be 'start' or 'end', not {str(event)[:32]!r}")
     if moment is None:
@@ -342,7 +346,7 @@ async def add_marker(request: web.Request) -> web.Response:
             at_us = None
         if at_us is None:
             raise web.HTTPBadRequest(text=f"marker time must be an RFC 3339 time, not {str(moment)[:64]!r}")
-    test = test.strip()
+    test = test.strip(MARKER_BLANKS)
     ingestor = app[INGESTOR]
     # A boundary too: the run's coverage agents are snapshotted before the marker is answered.
     await asyncio.gather(

@@ -230,6 +230,11 @@ async def test_markers_with_late_out_of_order_batches(client, settings):
     status, answer = await post(client, "/v1/runs/m/markers", orjson.dumps({"test": "now", "event": "start"}))
     assert status == 200
     assert answer["time"].endswith("Z")
+    # Spaces, tabs and line ends are cut from a test's name (as /openapi.json says), and nothing else.
+    status, answer = await post(client, "/v1/runs/m/markers", orjson.dumps({"test": " \t\r\n", "event": "start"}))
+    assert (status, answer) == (400, {"error": "marker test must be a string with something besides spaces in it"})
+    status, answer = await post(client, "/v1/runs/m/markers", orjson.dumps({"test": " \x1c ", "event": "start"}))
+    assert status == 200 and answer["test"] == "\x1c"
 
 
 async def test_health_readiness_and_metrics(client):
