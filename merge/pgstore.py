@@ -138,10 +138,9 @@ def translate(statement: str) -> Statement:
     return Statement(text, kind, returns_id)
 
 
-#: The tables whose COPY tables (for rows some of which may be stored already) each session makes when it connects.
-_STAGED = ("events", "quarantine")
-#: At most this many rows go in one INSERT ... VALUES; more are COPYed.
-_ROWS_PER_VALUES = 32
+#: The tables whose rows are nearly always new (a batch's events; its quarantined items), and so are COPYed: each
+#: session makes a COPY table for each when it connects, for the batches that hold rows stored already.
+_COPIED = ("events", "quarantine")
 #: The schema's column types as PostgreSQL names them (placeholders are cast to them: a NULL has no type).
 _PG_TYPES = {"TEXT": "text", "INTEGER": "bigint", "BLOB": "bytea"}
 
@@ -190,7 +189,7 @@ class PgConnection:
         conn.adapters.register_loader("numeric", _NumberLoader)
         conn.adapters.register_loader("bool", _BooleanLoader)
         if not self.read_only:
-            for table in _STAGED:
+            for table in _COPIED:
                 conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
         return conn
 
@@ -240,10 +239,10 @@ class PgConnection:
     def insert_or_ignore(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """Insert the rows not stored yet, in key order; return how many were inserted.
 
-        A few rows (a batch's tests, namespaces) go in one INSERT ... ON CONFLICT DO NOTHING. Many (its events)
-        are COPYed straight into the table, which is fastest, and when any of them is stored already (a retried
-        batch, another sink's copy of it) COPYed into a table of the session instead and inserted from there,
-        skipping those."""
+        A batch's events are COPYed straight into the table, which is fastest, and when any of them is stored
+        already (a retried batch, another sink's copy of it) COPYed into a table of the session instead and
+        inserted from there, skipping those. Other rows (its tests and namespaces, mostly stored already, which ON
+        CONFLICT DO NOTHING skips where a COPY would fail and be done again) go in one INSERT of arrays."""
         if not rows:
             return 0
         spec = schema_tables()[table]
@@ -252,12 +251,13 @@ class PgConnection:
         rows = sorted(rows, key=lambda row: tuple((row[i] is None, 0 if row[i] is None else row[i]) for i in at))
         cursor = self._usable().cursor()
         names = ", ".join(columns)
-        if len(rows) <= _ROWS_PER_VALUES:
-            types = [_PG_TYPES[spec.types[spec.columns.index(column)]] for column in columns]
-            row = f"({', '.join(f'%s::{kind}' for kind in types)})"
+        if table not in _COPIED or len(rows) == 1:
+            # One array per column, in a statement that does not change with the number of rows (psycopg
+            # prepares it once): a VALUES list of placeholders was parsed anew for each batch.
+            arrays = ", ".join(f"%s::{_PG_TYPES[spec.types[spec.columns.index(column)]]}[]" for column in columns)
             cursor.execute(
-                f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING",
-                [value for row in rows for value in row],
+                f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING",
+                [list(values) for values in zip(*rows, strict=True)],
             )
             return cursor.rowcount
         cursor.execute("SAVEPOINT auditcov_copy")
@@ -274,8 +274,6 @@ class PgConnection:
 
     def _insert_new(self, cursor: _Cursor, table: str, names: str, rows: list[tuple]) -> int:
         """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
-        if table not in _STAGED:  # made in this transaction, if it is the first of the session to need it
-            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
         with cursor.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
