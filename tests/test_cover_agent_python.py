@@ -93,6 +93,9 @@ class Service:
                 env={**os.environ, **(env or {})},
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                # A shell running the suite in the background ignores SIGINT, and its children inherit that; the
+                # reference runs are stopped by SIGINT (coverage run saves on KeyboardInterrupt).
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         self.port = int(_wait_for(self._port, "a port file", self.process, self.stderr_path))
         self.agent_port = (
