@@ -289,3 +289,23 @@ def test_a_password_in_the_url_is_never_shown(postgres_server, tmp_path):
     assert result.exit_code == 0 and "auditcov:***@" in result.output and "hunter2" not in result.output
     dropped = _invoke("drop", "--db", url, "--run", "p")
     assert "hunter2" not in dropped and "auditcov:***@" in dropped
+
+
+def test_remap_finds_events_by_id_through_an_index(stores):
+    """`remap` reads and updates events by id, a chunk at a time: SQLite's rowid; on PostgreSQL an index, without
+    which each chunk was a scan of the run (40,000 events: 237 s instead of 1.2 s)."""
+    import psycopg
+
+    _, postgres = stores[RUN]
+    with psycopg.connect(postgres) as conn:
+        # This store is small enough for a scan to be cheaper; whether an index path exists is the question.
+        conn.execute("SET enable_seqscan = off")
+        plans = [
+            "\n".join(row[0] for row in conn.execute(f"EXPLAIN {statement}"))
+            for statement in (
+                "UPDATE events SET operation_id = NULL, unmatched_reason = NULL WHERE id = 12",
+                "SELECT id FROM events WHERE id > 12 ORDER BY id LIMIT 5000",
+            )
+        ]
+    for plan in plans:
+        assert "Index" in plan and "Seq Scan" not in plan, plan
