@@ -36,6 +36,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from ingest import start_sink  # bench/ is the script's folder, first on sys.path
 
 from auditcov.merge.cover.pertest import per_test_coverage
 from auditcov.merge.cover.snapshots import decode_snapshot, write_meta, write_raw_snapshot
@@ -159,19 +160,6 @@ def start_agent(binary: Path, args: list[str]) -> tuple[subprocess.Popen, str]:
         if match := re.match(r"auditcov-agent: listening on (http\S+)", line):
             return process, match[1]
     raise SystemExit(f"{binary}: the agent did not start")
-
-
-def start_sink(db: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    sink = subprocess.Popen(
-        [AUDITCOV, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--agent-timeout", str(timeout)],
-        cwd=db.parent,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    for line in sink.stdout:
-        if match := re.search(r"listening on (http\S+)", line):
-            return sink, match[1]
-    raise SystemExit("the sink did not start")
 
 
 def opening_event(test: str, stage: str, received_us: int) -> bytes:
@@ -356,7 +344,7 @@ def main() -> None:
         work_url = f"http://127.0.0.1:{port}/work?n={args.work}"
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "boundary.db"
-        sink, url = start_sink(db, args.timeout)
+        sink, url = start_sink(str(db), db.parent, "--agent-timeout", str(args.timeout))
         try:
             load_before = os.getloadavg()
             times = asyncio.run(measure(url, agent, token, args.rounds, work_url, db))

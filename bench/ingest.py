@@ -122,9 +122,10 @@ def parse_only(bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def start_sink(db: str, synchronous: str, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_sink(db: str, folder: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`auditcov serve` on a free loopback port with the store `db`, run in `folder`; the process and its URL."""
     sink = subprocess.Popen(
-        [AUDITCOV, "serve", "--listen", "127.0.0.1:0", "--db", db, "--synchronous", synchronous],
+        [AUDITCOV, "serve", "--listen", "127.0.0.1:0", "--db", db, *flags],
         cwd=folder,
         stdout=subprocess.PIPE,
         text=True,
@@ -224,7 +225,7 @@ class Result:
 
 def measure(store: str, db: str, sinks: int, bodies: list[bytes], args, folder: Path, postmaster: int | None) -> Result:
     """Send every body to `sinks` fresh sinks on the store `db`; check the store holds every event."""
-    started = [start_sink(db, args.synchronous, folder) for _ in range(sinks)]
+    started = [start_sink(db, folder, "--synchronous", args.synchronous) for _ in range(sinks)]
     processes, urls = [process for process, _ in started], [url for _, url in started]
     try:
         load_before = os.getloadavg()[0]

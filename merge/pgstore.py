@@ -271,16 +271,17 @@ class PgConnection:
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO auditcov_copy")
             cursor.execute("RELEASE auditcov_copy")
-            return self._insert_new(cursor, table, names, rows)
+            return self._insert_new(cursor, table, columns, rows)
         cursor.execute("RELEASE auditcov_copy")
         return len(rows)
 
-    def _insert_new(self, cursor: _Cursor, table: str, names: str, rows: list[tuple]) -> int:
+    def _insert_new(self, cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
+        names = ", ".join(columns)
         with cursor.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        order = ", ".join(column for column in schema_tables()[table].key if column in names.split(", ")) or names
+        order = ", ".join(column for column in schema_tables()[table].key if column in columns) or names
         cursor.execute(
             f"WITH staged AS (DELETE FROM stage_{table} RETURNING {names}) "
             f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY {order} ON CONFLICT DO NOTHING"
@@ -324,28 +325,26 @@ class PgDatabase:
 def open_pg_store(url: str) -> PgDatabase:
     """Connect to the database at `url`, creating the schema if it has none (under a lock, so sinks may start
     together), and check its version."""
-    try:
-        conn = PgConnection(url) if _has_schema(url) else _created(url)
-        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except psycopg.Error as exc:
-        raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
-    if version is None or int(version[0]) != SCHEMA_VERSION:
-        conn.close()
-        found = version and version[0]
-        raise StoreError(f"{store_name(url)}: store has schema version {found}; this auditcov reads {SCHEMA_VERSION}")
-    return PgDatabase(conn)
+    return _open(url, read_only=False)
 
 
 def open_pg_store_readonly(url: str) -> PgDatabase:
     """Connect for reading only: the server refuses any write made on this connection."""
+    return _open(url, read_only=True)
+
+
+def _open(url: str, *, read_only: bool) -> PgDatabase:
     try:
         if not _has_schema(url):
-            raise StoreError(f"{store_name(url)}: no store there (no auditcov schema in that database)")
-        conn = PgConnection(url, read_only=True)
-        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if read_only:
+                raise StoreError(f"{store_name(url)}: no store there (no auditcov schema in that database)")
+            _create_schema(url)
+        conn = PgConnection(url, read_only=read_only)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except psycopg.Error as exc:
         raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
-    if int(version) != SCHEMA_VERSION:
+    version = row and row[0]
+    if version is None or int(version) != SCHEMA_VERSION:
         conn.close()
         raise StoreError(f"{store_name(url)}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
     return PgDatabase(conn)
@@ -359,7 +358,7 @@ def _has_schema(url: str) -> bool:
         raise psycopg.OperationalError(f"cannot connect to {store_name(url)}: {exc}") from exc
 
 
-def _created(url: str) -> PgConnection:
+def _create_schema(url: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as setup, setup.transaction():
         setup.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         setup.execute(pg_schema())
@@ -367,7 +366,6 @@ def _created(url: str) -> PgConnection:
             "INSERT INTO meta (key, value) VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
             (str(SCHEMA_VERSION),),
         )
-    return PgConnection(url)
 
 
 def unavailable_reason(exc: BaseException) -> str | None:

@@ -516,7 +516,7 @@ def is_database_error(exc: BaseException) -> bool:
 def is_retryable(exc: BaseException) -> bool:
     """Whether a transaction failed only because of another beside it (PostgreSQL's deadlocks and
     serialization failures): running it again succeeds."""
-    if not type(exc).__module__.startswith("psycopg"):
+    if isinstance(exc, sqlite3.Error) or not is_database_error(exc):
         return False
     from auditcov.merge.pgstore import is_retryable as pg_is_retryable
 

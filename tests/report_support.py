@@ -19,11 +19,13 @@ import json
 import random
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
+from sink_support import Sink
 
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import load_catalogue
@@ -133,3 +135,25 @@ def measure_code(tmp: Path, own: dict[str, list[dict]]) -> Path:
 def import_code(db: Path, run: str, data: Path) -> None:
     result = CliRunner().invoke(cli, ["cover", "import", "--db", str(db), "--run", run, str(data)])
     assert result.exit_code == 0, result.output
+
+
+def replayed_store(folder: Path, runs: dict[str, list[dict]], code: dict[str, dict[str, list[dict]]]) -> Path:
+    """A store in `folder` holding `runs` (run -> events, POSTed in batches of 400 to a real `auditcov serve` that
+    maps with SPEC), and for each run of `code` its tests' lines, measured on the events given for each test."""
+    db = folder / "store.db"
+    sink = Sink(db, "--openapi", str(SPEC))
+    try:
+        for run, items in runs.items():
+            for start in range(0, len(items), 400):
+                body = event_list(items[start : start + 400])
+                request = urllib.request.Request(
+                    f"{sink.url}/v1/audit/{run}", body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    assert answer.status == 200
+    finally:
+        assert sink.stop() == 0
+    for run, own in code.items():
+        (folder / run).mkdir()
+        import_code(db, run, measure_code(folder / run, own))
+    return db

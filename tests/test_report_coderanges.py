@@ -4,7 +4,6 @@ query API's lines, the diff's lines gained and lost, the run's totals)."""
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from report_support import SPEC, event_list, import_code, measure_code, run_events
-from test_sink_process import Sink
+from report_support import replayed_store, run_events
 
 from auditcov.merge.cover.encoding import decode_layout, encode_blocks
 from auditcov.merge.cover.model import Block, Profile
@@ -106,33 +104,15 @@ def test_layout_ranges_and_run_ranges_are_file_ranges_of_the_blocks(spec, data):
         assert interned.lines_of(result.test) == sum(map(line_count, result_ranges(result).values()))
 
 
-def _post(sink: Sink, run: str, items: list[dict]) -> None:
-    for start in range(0, len(items), 400):
-        request = urllib.request.Request(
-            f"{sink.url}/v1/audit/{run}", event_list(items[start : start + 400]), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            assert answer.status == 200
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """Two runs of real replayed events with each test's real code coverage (coverage.py over auditcov's own
     decoder and matcher); the base run measured on half of each test's events, so lines differ."""
-    tmp = tmp_path_factory.mktemp("ranges-store")
     events, own = run_events(24, RUN)
     base_own = {test: items[: max(1, len(items) // 2)] for test, items in list(own.items())[:18]}
-    db = tmp / "store.db"
-    sink = Sink(db, "--openapi", str(SPEC))
-    try:
-        _post(sink, BASE, [item for items in base_own.values() for item in items])
-        _post(sink, RUN, events)
-    finally:
-        assert sink.stop() == 0
-    (tmp / "base").mkdir()
-    import_code(db, BASE, measure_code(tmp / "base", base_own))
-    import_code(db, RUN, measure_code(tmp, own))
-    return db
+    base_events = [item for items in base_own.values() for item in items]
+    runs = {BASE: base_events, RUN: events}
+    return replayed_store(tmp_path_factory.mktemp("ranges-store"), runs, {BASE: base_own, RUN: own})
 
 
 def _old_lines(result) -> dict[str, list[list[int]]]:

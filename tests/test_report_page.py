@@ -19,7 +19,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from playwright.sync_api import Page, sync_playwright
-from report_support import E2E_AGENT, SPEC, event_list, import_code, measure_code, run_events
+from report_support import E2E_AGENT, event_list, import_code, measure_code, replayed_store, run_events
 from test_sink_process import Sink
 
 from auditcov.merge.cover.pertest import per_test_coverage
@@ -53,23 +53,8 @@ def store(tmp_path_factory) -> Path:
     events.append(odd)
     own[ODD_TEST] = [odd]
     base_own = {test: items[: max(1, len(items) // 2)] for test, items in list(own.items())[:45]}
-    db = tmp / "store.db"
-    sink = Sink(db, "--openapi", str(SPEC))
-    try:
-        for run, items in ((BASE, [item for test in base_own for item in own[test]]), (RUN, events)):
-            for start in range(0, len(items), 400):
-                body = event_list(items[start : start + 400])
-                request = urllib.request.Request(
-                    f"{sink.url}/v1/audit/{run}", body, {"Content-Type": "application/json"}
-                )
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    assert answer.status == 200
-    finally:
-        assert sink.stop() == 0
-    (tmp / "base").mkdir()
-    import_code(db, BASE, measure_code(tmp / "base", base_own))
-    import_code(db, RUN, measure_code(tmp, own))
-    return db
+    runs = {BASE: [item for test in base_own for item in own[test]], RUN: events}
+    return replayed_store(tmp, runs, {BASE: base_own, RUN: own})
 
 
 @pytest.fixture(scope="module")
