@@ -47,6 +47,8 @@ from auditcov.merge.reports.endpointjson import endpoint_report
 from auditcov.merge.reports.formats import ReportOptions, RunModels, render_report
 from auditcov.merge.reports.junit import untested_eligible
 from auditcov.merge.store import (
+    DERIVED_TABLES,
+    SCHEMA_VERSION,
     choose_run,
     ensure_run,
     insert_or_ignore,
@@ -54,6 +56,7 @@ from auditcov.merge.store import (
     open_store,
     open_store_readonly,
     schema_tables,
+    schema_version,
     store_name,
     transaction,
 )
@@ -137,7 +140,7 @@ def _copy_run(source: sqlite3.Connection, conn: sqlite3.Connection, run: str, ta
             (created_us, created_us, duplicates, duplicates, target),
         )
         for table, spec in schema_tables().items():
-            if table in ("meta", "runs"):
+            if table in ("meta", "runs", *DERIVED_TABLES):  # event_groups: kept as insert_or_ignore stores events
                 continue
             columns = tuple(column for column in spec.columns if column != "id")
             if table in _USED_BY_SNAPSHOTS:
@@ -379,18 +382,23 @@ def _merge_into(conn: sqlite3.Connection, inputs: dict[str, _Input], run: str, a
 
 @contextmanager
 def _readable(store: Path) -> Iterator[Path]:
-    """A bundle's store as a file SQLite can open: itself, or a gzipped one decompressed into a temporary
-    folder (removed afterwards)."""
-    if store.name != STORE_GZ:
+    """A bundle's store as a file of this schema version SQLite can open: itself, or a copy in a temporary folder
+    (removed afterwards), decompressed when gzipped and upgraded when an older auditcov wrote it (the bundle's
+    own files are never changed)."""
+    if store.name != STORE_GZ and schema_version(store) in (None, SCHEMA_VERSION):
         yield store
         return
     with tempfile.TemporaryDirectory(prefix="auditcov-bundle-") as folder:
         plain = Path(folder) / STORE
         try:
-            with gzip.open(store) as source, plain.open("wb") as target:
+            with gzip.open(store) if store.name == STORE_GZ else store.open("rb") as source, plain.open("wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
         except (OSError, EOFError, zlib.error) as exc:
-            raise BundleError(f"{store}: cannot decompress it: {exc}") from None
+            raise BundleError(
+                f"{store}: cannot {'decompress' if store.name == STORE_GZ else 'copy'} it: {exc}"
+            ) from None
+        if schema_version(plain) not in (None, SCHEMA_VERSION):
+            open_store(plain).conn.close()
         yield plain
 
 

@@ -23,10 +23,11 @@ Results read as SQLite gives them: integers as int (PostgreSQL's SUM gives numer
 
 Ingest does not go through `translate`: `insert_or_ignore` COPYs a batch's events straight into `events` and,
 only when some are stored already, COPYs them into a temporary table of the session and inserts from there the
-ones that are not. Rows go in key order. That matters with several sinks: two transactions that insert the same
-events lock them in the same order, so neither waits on the other in a cycle (such a deadlock, which
-PostgreSQL ends by failing one, can still come from two batches in one transaction: `is_retryable` tells the
-writer to run it again).
+ones that are not. A batch's events are numbered from a block of ids of its own (`events_block_seq`), so that
+the ones it inserted, and only those, are then counted in event_groups by id. Rows go in key order. That
+matters with several sinks: two transactions that insert the same events lock them in the same order, so
+neither waits on the other in a cycle (such a deadlock, which PostgreSQL ends by failing one, can still come
+from two batches in one transaction: `is_retryable` tells the writer to run it again).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import psycopg.errors
 from psycopg import sql
 
 from auditcov.merge.errors import StoreError
-from auditcov.merge.store import SCHEMA, SCHEMA_VERSION, schema_tables, store_name
+from auditcov.merge.store import SCHEMA, SCHEMA_VERSION, count_events, schema_tables, store_name
 
 #: An advisory lock key (any constant) held while a schema is created, so sinks starting at once do not race.
 _SCHEMA_LOCK = 0x61756469
@@ -55,9 +56,8 @@ def pg_schema() -> str:
     ddl = re.sub(r" REFERENCES \w+ \(\w+\)", "", ddl)
     ddl = ddl.replace(
         "CREATE TABLE IF NOT EXISTS events (\n    id INTEGER PRIMARY KEY,",
-        # Each session takes ids a thousand at a time: sinks do not take turns at the sequence for every event.
-        "CREATE SEQUENCE IF NOT EXISTS events_id_seq CACHE 1000;\n"
-        "CREATE TABLE IF NOT EXISTS events (\n    id BIGINT NOT NULL DEFAULT nextval('events_id_seq'),",
+        # Each batch numbers its events itself, from a block of ids of its own (BLOCK_BITS).
+        "CREATE SEQUENCE IF NOT EXISTS events_block_seq;\nCREATE TABLE IF NOT EXISTS events (\n    id BIGINT NOT NULL,",
     )
     ddl = re.sub(r"(CREATE TABLE IF NOT EXISTS events \(.*?\n\))", r"\1 PARTITION BY LIST (run)", ddl, flags=re.S)
     # SQLite finds a row by its id (the rowid) for free; `remap` updates events by id, a chunk at a time.
@@ -141,6 +141,12 @@ def translate(statement: str) -> Statement:
     return Statement(text, kind, returns_id)
 
 
+#: A batch of events takes ids `nextval('events_block_seq') << BLOCK_BITS` on: a block of its own, whatever other
+#: sinks take meanwhile (a batch holds fewer than 2 ** BLOCK_BITS events: the apiserver's hold at most 400, an
+#: import's and a merge's at most tens of thousands).
+BLOCK_BITS = 20
+# By id alone: with the run too, the planner reads the run's whole identity index beside the ids'.
+_COUNT_BLOCK = translate(count_events("events", "id BETWEEN ? AND ?")).sql
 #: The tables whose rows are nearly always new (a batch's events; its quarantined items), and so are COPYed: each
 #: session makes a COPY table for each when it connects, for the batches that hold rows stored already.
 _COPIED = ("events", "quarantine")
@@ -193,7 +199,12 @@ class PgConnection:
         conn.adapters.register_loader("bool", _BooleanLoader)
         if not self.read_only:
             for table in _COPIED:
-                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} AS SELECT * FROM {table} WITH NO DATA")
+                # Emptied by each commit: rows deleted from it stay behind until then (nothing vacuums a
+                # temporary table), and every DELETE would read all of them again.
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} ON COMMIT DELETE ROWS"
+                    f" AS SELECT * FROM {table} WITH NO DATA"
+                )
         return conn
 
     def _usable(self) -> psycopg.Connection:
@@ -254,6 +265,8 @@ class PgConnection:
         rows = sorted(rows, key=lambda row: tuple((row[i] is None, 0 if row[i] is None else row[i]) for i in at))
         cursor = self._usable().cursor()
         names = ", ".join(columns)
+        if table == "events":
+            return self._insert_events(cursor, columns, rows)
         if table not in _COPIED or len(rows) == 1:
             # One array per column, in a statement that does not change with the number of rows (psycopg
             # prepares it once): a VALUES list of placeholders was parsed anew for each batch.
@@ -274,6 +287,27 @@ class PgConnection:
             return self._insert_new(cursor, table, columns, rows)
         cursor.execute("RELEASE auditcov_copy")
         return len(rows)
+
+    def _insert_events(self, cursor: _Cursor, columns: tuple[str, ...], rows: list[tuple]) -> int:
+        """A batch of events COPYed straight into `events` (or, when some are stored already, inserted from the
+        session's table skipping those), numbered with a block of ids of their own, by which the ones inserted
+        are then counted in event_groups: round trips as many as the COPY alone needs."""
+        cursor.execute("SAVEPOINT auditcov_copy; SELECT nextval('events_block_seq')")
+        cursor.nextset()
+        first = cursor.fetchone()[0] << BLOCK_BITS
+        numbered = [(first + at, *row) for at, row in enumerate(rows)]
+        names = ", ".join(("id", *columns))
+        try:
+            with cursor.copy(f"COPY events ({names}) FROM STDIN") as copy:
+                for row in numbered:
+                    copy.write_row(row)
+            inserted = len(rows)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO auditcov_copy")
+            inserted = self._insert_new(cursor, "events", ("id", *columns), numbered)
+        counted = psycopg.ClientCursor(self._conn).mogrify(_COUNT_BLOCK, (first, first + len(rows) - 1))
+        cursor.execute(f"RELEASE auditcov_copy; {counted}")
+        return inserted
 
     def _insert_new(self, cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
@@ -344,6 +378,13 @@ def _open(url: str, *, read_only: bool) -> PgDatabase:
     except psycopg.Error as exc:
         raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
     version = row and row[0]
+    if version is not None and int(version) == 3 and not read_only:
+        try:
+            _upgrade_from_3(url)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"{store_name(url)}: cannot upgrade the store from schema version 3: {exc}") from exc
+        version = SCHEMA_VERSION
     if version is None or int(version) != SCHEMA_VERSION:
         conn.close()
         raise StoreError(f"{store_name(url)}: store has schema version {version}; this auditcov reads {SCHEMA_VERSION}")
@@ -366,6 +407,22 @@ def _create_schema(url: str) -> None:
             "INSERT INTO meta (key, value) VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
             (str(SCHEMA_VERSION),),
         )
+
+
+def _upgrade_from_3(url: str) -> None:
+    """Schema 3 to 4 (merge/store.py; PostgreSQL stores began at 3): event_groups, counted from the events, and
+    the block ids of new events, past those of the events there."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as setup, setup.transaction():
+        setup.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        if setup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] != "3":
+            return  # another process upgraded it meanwhile
+        setup.execute(pg_schema())
+        setup.execute(
+            "SELECT setval('events_block_seq', GREATEST((SELECT COALESCE(MAX(id), 0) FROM events) >> %s, 1))",
+            (BLOCK_BITS,),
+        )
+        setup.execute(translate(count_events("events", "TRUE")).sql)
+        setup.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def unavailable_reason(exc: BaseException) -> str | None:

@@ -4,7 +4,8 @@ Everything reads and writes through `open_store` and the tables below. The sink 
 writer thread; reports and offline tools read with their own connections (WAL lets readers run beside it).
 `--db` takes a file path (SQLite) or a `postgresql://` URL: `merge.pgstore` runs the same schema and the same
 queries there, and holds every difference between the two; the few writes that differ in more than their words
-(`insert_or_ignore`, `ensure_run`, `drop_run`) and what a failure means (`unavailable_reason`) are decided here.
+(`insert_or_ignore`, `ensure_run`, `drop_run`, `refresh_event_groups`) and what a failure means
+(`unavailable_reason`) are decided here.
 
 Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
     1: the first schema: runs, events, tests, namespaces, markers, quarantine, the attributed_events view,
@@ -15,6 +16,7 @@ Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
        (decoded later into layout and counters) or say why the snapshot is missing, and records when it was
        taken (its counters a packed array; msgpack lists are still read); quarantine.raw_encoding, so an item
        that is not valid UTF-8 is kept byte for byte.
+    4: event_groups, the events of each run counted as the endpoint model reads them.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from pathlib import Path
 import sqlite_utils
 
 from auditcov.merge.errors import StoreError
+from auditcov.merge.useragent import E2E_CLIENT
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -88,6 +91,28 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_identity_untimed ON events (run, audit_
 -- No index by namespace, test or operation: every query by them reads most of a run's events anyway (as fast
 -- without them, bench/ingest.py's 200,000 events: reports 2.7-3.3 s either way), while each index costs the sink
 -- on every insert (by test: a quarter of the bytes each commit writes).
+
+-- Each run's events counted by what the endpoint model groups them by (merge/reports/endpointcov.py), so that a
+-- report reads tens of thousands of rows instead of a run's million events. `insert_or_ignore` adds a row per group
+-- of the events each call stores (never updating one: an update of a row that many batches add to would write a
+-- random page of the table for each, and make sinks on one PostgreSQL database wait on each other), so a group's
+-- figures are the sum over its rows; `refresh_event_groups` counts a run anew, one row per group, when its
+-- events are re-mapped.
+CREATE TABLE IF NOT EXISTS event_groups (
+    run TEXT NOT NULL,
+    test TEXT,                         -- events.test
+    namespace TEXT,                    -- events.namespace when no test is named (what namespace ownership reads)
+    operation_id TEXT,
+    unmatched_reason TEXT,
+    e2e INTEGER NOT NULL,              -- 1 when an e2e.test client sent them
+    e2e_version TEXT,                  -- that client's version, as its user agent gives it (e2e.test/<version>)
+    code INTEGER,                      -- responseStatus.code
+    hits INTEGER NOT NULL,             -- how many events
+    first_us INTEGER,                  -- the first and last request time (requestReceivedTimestamp, else
+    last_us INTEGER,                   --   stageTimestamp) of those events
+    done_us INTEGER                    -- their last stage time (stageTimestamp, else requestReceivedTimestamp)
+);
+CREATE INDEX IF NOT EXISTS event_groups_by_run ON event_groups (run);
 
 -- Each test seen in a run, with what its name says about it.
 CREATE TABLE IF NOT EXISTS tests (
@@ -297,6 +322,40 @@ def schema_tables() -> dict[str, Table]:
     return tables
 
 
+#: Tables the store keeps from others (event_groups, from events): never copied between stores, and not counted as
+#: what a run holds.
+DERIVED_TABLES = ("event_groups",)
+_GROUP_COLUMNS = "run, test, namespace, operation_id, unmatched_reason, e2e, e2e_version, code"
+#: What an event is counted under: its columns (its namespace only when no test is named), and for an e2e.test
+#: client the version its agent gives (the first word's part after '/': `e2e.test/v1.36.0 (linux/amd64) ...`).
+_GROUP_OF_EVENT = f"""run, test, CASE WHEN test IS NULL THEN namespace END, operation_id, unmatched_reason,
+    CASE WHEN client = '{E2E_CLIENT}' THEN 1 ELSE 0 END,
+    CASE WHEN client = '{E2E_CLIENT}' AND instr(user_agent, '/') BETWEEN 1 AND instr(user_agent || ' ', ' ') - 1
+        THEN substr(user_agent, instr(user_agent, '/') + 1, instr(user_agent || ' ', ' ') - instr(user_agent, '/') - 1)
+    END,
+    code"""
+
+
+@cache
+def count_events(source: str, where: str) -> str:
+    """The statement that adds a row per group of the events of `source` that match `where` to event_groups: the
+    one rule of what an event is counted under, for both stores and every way events are stored."""
+    return f"""INSERT INTO event_groups ({_GROUP_COLUMNS}, hits, first_us, last_us, done_us)
+SELECT {_GROUP_OF_EVENT}, COUNT(*), MIN(COALESCE(received_us, stage_us)), MAX(COALESCE(received_us, stage_us)),
+    MAX(COALESCE(stage_us, received_us))
+FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+
+
+def refresh_event_groups(conn: sqlite3.Connection, run: str) -> None:
+    """Count `run`'s events in event_groups anew (after their operations changed), in the caller's transaction."""
+    if not isinstance(conn, sqlite3.Connection):
+        # Sinks adding to the run's groups wait until this transaction ends: otherwise one that commits between
+        # the DELETE and the INSERT below would have its events counted twice.
+        conn.execute("LOCK TABLE event_groups IN SHARE ROW EXCLUSIVE MODE")
+    conn.execute("DELETE FROM event_groups WHERE run = ?", (run,))
+    conn.execute(count_events("events", "run = :run"), {"run": run})
+
+
 def is_postgres_url(target: object) -> bool:
     """Whether a `--db` value names a PostgreSQL database rather than a SQLite file."""
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
@@ -381,6 +440,8 @@ _UPGRADES = {
         "SELECT id, run, process, at_us, mode, layout, counters, source FROM cover_snapshots_v2; "
         "DROP TABLE cover_snapshots_v2;",
     ),
+    # Every run's events counted as the endpoint model reads them (see refresh_event_groups).
+    3: ("", count_events("events", "TRUE") + ";"),
 }
 
 
@@ -398,6 +459,18 @@ def _upgrade(conn: sqlite3.Connection, path: str | Path, version: int) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise StoreError(f"{path}: cannot upgrade the store from schema version {version}: {exc}") from exc
+
+
+def schema_version(path: str | Path) -> int | None:
+    """The schema version of the SQLite store at `path` (None when it is not one)."""
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            return _schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:
@@ -445,7 +518,9 @@ def drop_run(conn: sqlite3.Connection, run: str) -> dict[str, int]:
             conn.drop_run_events(run)
         for table, spec in schema_tables().items():
             if "run" in spec.columns and table != "events":
-                removed[table] = conn.execute(f"DELETE FROM {table} WHERE run = ?", (run,)).rowcount
+                deleted = conn.execute(f"DELETE FROM {table} WHERE run = ?", (run,)).rowcount
+                if table not in DERIVED_TABLES:
+                    removed[table] = deleted
         conn.execute("DELETE FROM runs WHERE name = ?", (run,))
         for table, column in (("cover_layouts", "layout"), ("cover_meta", "meta")):
             removed[table] = conn.execute(
@@ -465,7 +540,8 @@ def insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, .
     """Insert `rows` into `table`, skipping those whose key is stored already; return how many were inserted.
 
     On SQLite, `_ROWS_PER_INSERT` rows per statement (the rest in halving chunks, so that only a few distinct
-    statements exist and sqlite3's statement cache keeps them compiled); on PostgreSQL, by COPY.
+    statements exist and sqlite3's statement cache keeps them compiled); on PostgreSQL, by COPY. Events
+    inserted are counted in event_groups in the same transaction (`count_events`).
     """
     if not isinstance(conn, sqlite3.Connection):
         return conn.insert_or_ignore(table, columns, rows)
@@ -475,9 +551,14 @@ def insert_or_ignore(conn: sqlite3.Connection, table: str, columns: tuple[str, .
     while start < len(rows):
         while size > len(rows) - start:
             size //= 2
-        conn.execute(_insert_sql(table, columns, size), tuple(chain.from_iterable(rows[start : start + size])))
+        cursor = conn.execute(_insert_sql(table, columns, size), tuple(chain.from_iterable(rows[start : start + size])))
         start += size
-    return conn.total_changes - before
+    inserted = conn.total_changes - before
+    if table == "events" and inserted:
+        # The rows inserted took the ids after the largest, one by one (an INTEGER PRIMARY KEY without
+        # AUTOINCREMENT), so they are the last `inserted` ids up to the last one inserted.
+        conn.execute(count_events("events", "id > :after"), {"after": cursor.lastrowid - inserted})
+    return inserted
 
 
 @cache

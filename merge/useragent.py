@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 TEST_SEPARATOR = " -- "
+#: The client product of the Kubernetes e2e test binary (DESIGN.md §3).
+E2E_CLIENT = "e2e.test"
 CONFORMANCE_TAG = "[Conformance]"
 
 _TAG = re.compile(r"\[[^\[\]]+\]")

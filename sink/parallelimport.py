@@ -90,7 +90,7 @@ def import_files_parallel(
         try:
             for piece in _pieces(files, block_bytes, batch_size, summary, on_error):
                 if isinstance(piece, LineBlock):
-                    in_flight.append((pool.submit(_prepare_block, run, piece, batch_size), piece))
+                    in_flight.append((_submit(pool, run, piece, batch_size), piece))
                 else:  # items read in this process: prepared here, committed in their place
                     done: Future = Future()
                     done.set_result([prepare_entries(ingestor, run, piece)])
@@ -128,6 +128,17 @@ def _pieces(
                 on_error(str(exc))
         if items:
             yield items
+
+
+def _submit(pool: ProcessPoolExecutor, run: str, block: LineBlock, batch_size: int) -> Future:
+    """The block's preparing on the pool; a pool that broke before it was handed over fails it the same way, in
+    its place (the blocks before it are still committed)."""
+    try:
+        return pool.submit(_prepare_block, run, block, batch_size)
+    except BrokenProcessPool as exc:
+        broken: Future = Future()
+        broken.set_exception(exc)
+        return broken
 
 
 def _outcome(future: Future, block: LineBlock | None) -> list[PreparedEntries]:

@@ -76,3 +76,10 @@ class Sink:
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.process.send_signal(signum)
         return self.process.wait(timeout)
+
+
+#: event_groups as the groups its rows add up to (rows themselves depend on how events were batched).
+SUMMED_EVENT_GROUPS = (
+    "SELECT run, test, namespace, operation_id, unmatched_reason, e2e, e2e_version, code, SUM(hits), MIN(first_us),"
+    " MAX(last_us), MAX(done_us) FROM event_groups GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+)

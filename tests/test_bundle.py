@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from sink_support import SUMMED_EVENT_GROUPS
 from test_cover_pertest_go import _atomic_snapshots, _import, _markers
 
 from auditcov.merge.bundle import GZIPPED, MANIFEST, REPORTS, STORE, STORE_GZ
@@ -45,7 +46,8 @@ def _store(tmp: Path, name: str, fixtures: Path, events: list[bytes], run: str =
 
 
 def _rows(path: Path) -> dict[str, list[tuple]]:
-    """Every table's rows, sorted, but their per-store ids and when the store first saw the run: what it holds."""
+    """Every table's rows, sorted, but their per-store ids and when the store first saw the run, and event_groups
+    as the groups it adds up to: what it holds."""
     conn = sqlite3.connect(path)
     tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     result = {}
@@ -55,8 +57,8 @@ def _rows(path: Path) -> dict[str, list[tuple]]:
             for row in conn.execute(f"PRAGMA table_info({table})")
             if not (row[1] == "id" and row[5]) and (table, row[1]) != ("runs", "created_us")
         ]
-        rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-        result[table] = sorted(rows, key=repr)
+        query = SUMMED_EVENT_GROUPS if table == "event_groups" else f"SELECT {', '.join(columns)} FROM {table}"
+        result[table] = sorted(conn.execute(query).fetchall(), key=repr)
     conn.close()
     return result
 

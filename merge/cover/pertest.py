@@ -37,13 +37,16 @@ statement count that disagrees is a problem), and everything reads that.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 import sqlite_utils
 
-from auditcov.merge.cover.encoding import Layout, changed_counts
+from auditcov.merge.cover.encoding import Counters, Layout, changed_counts
 from auditcov.merge.cover.model import CoverageError, Profile
 from auditcov.merge.cover.pycoverage import add_python_lines
 from auditcov.merge.cover.snapshots import Snapshot, list_snapshots, load_layout, load_python_lines, snapshot_counters
@@ -181,17 +184,39 @@ def _overlaps(windows: list[Window]) -> dict[str, list[str]]:
     return shared
 
 
-class _Deltas:
-    """Per-process snapshot deltas, reading each snapshot's counters once for neighbouring windows."""
+#: Decoded snapshots kept: neighbouring windows share edge snapshots, and a few cover a run in window order.
+_DECODED_KEPT = 8
 
-    def __init__(self, db: sqlite_utils.Database, snapshots: list[Snapshot]):
+
+class _Deltas:
+    """Per-process snapshot deltas, reading each snapshot's counters once for neighbouring windows, and the next
+    snapshot's on `decoder`'s thread meanwhile."""
+
+    def __init__(self, db: sqlite_utils.Database, snapshots: list[Snapshot], decoder: ThreadPoolExecutor):
+        self._db = db
+        self._decoder = decoder
         self._by_process: dict[str, list[Snapshot]] = {}
         for snapshot in snapshots:
             self._by_process.setdefault(snapshot.process, []).append(snapshot)
         self._times = {process: [s.at_us for s in items] for process, items in self._by_process.items()}
-        # Neighbouring windows share edge snapshots; a few decoded ones cover a run in window order.
-        self._counters = lru_cache(maxsize=8)(lambda snapshot: snapshot_counters(db, snapshot))
+        self._next = {a.id: b for items in self._by_process.values() for a, b in pairwise(items)}
+        self._decoded: OrderedDict[int, Future] = OrderedDict()
         self._layout = lru_cache(maxsize=2)(lambda layout_hash: load_layout(db, layout_hash))
+
+    def _counters(self, snapshot: Snapshot) -> Counters:
+        """A snapshot's counters; the next snapshot of its process (the next window's end, in window order) is
+        decoded on the other thread meanwhile (SQLite and zlib let go of the GIL: decoding was a third of a
+        per-run model)."""
+        for wanted in (snapshot, self._next.get(snapshot.id)):
+            if wanted is None or not wanted.has_counters:
+                continue
+            if wanted.id in self._decoded:
+                self._decoded.move_to_end(wanted.id)
+            else:
+                self._decoded[wanted.id] = self._decoder.submit(snapshot_counters, self._db, wanted)
+        while len(self._decoded) > _DECODED_KEPT:
+            self._decoded.popitem(last=False)
+        return self._decoded[snapshot.id].result()
 
     def add_window(self, result: PerTestCoverage) -> None:
         window = result.window
@@ -257,14 +282,15 @@ def per_test_coverage(
     names = sorted(set(windows) | set(python), key=lambda name: (name not in windows, _start(windows, name), name))
     if test is not None:
         names = [name for name in names if name == test]
-    deltas = _Deltas(db, list_snapshots(db, run))
     results = []
-    for name in names:
-        result = PerTestCoverage(name, windows.get(name), shared_with=shared.get(name, []))
-        result.add_python(python.get(name, {}))
-        if result.window is not None:
-            deltas.add_window(result)
-        results.append(result)
+    with ThreadPoolExecutor(1, thread_name_prefix="auditcov-snapshots") as decoder:
+        deltas = _Deltas(db, list_snapshots(db, run), decoder)
+        for name in names:
+            result = PerTestCoverage(name, windows.get(name), shared_with=shared.get(name, []))
+            result.add_python(python.get(name, {}))
+            if result.window is not None:
+                deltas.add_window(result)
+            results.append(result)
     return results
 
 

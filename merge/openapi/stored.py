@@ -3,7 +3,7 @@
 `save_catalogue` replaces the store's catalogue with a new one and its eligibility; `stored_catalogue` reads it
 back, and `stored_matcher` gives a matcher over it (or None) for whatever ingests without a spec of its own.
 `remap` sets `events.operation_id` / `unmatched_reason` again for every stored event (of one run, or all), for
-when the spec arrived after the events or changed.
+when the spec arrived after the events or changed (and counts the runs it changed in event_groups anew).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from auditcov.merge.errors import StoreError
 from auditcov.merge.openapi.catalogue import Catalogue, Endpoint
 from auditcov.merge.openapi.eligibility import Eligibility
 from auditcov.merge.openapi.matcher import Matcher
-from auditcov.merge.store import transaction
+from auditcov.merge.store import refresh_event_groups, transaction
 
 CATALOGUE_SOURCE_KEY = "catalogue_source"
 
@@ -116,14 +116,15 @@ def _remap(
     result = RemapResult()
     match = matcher.match
     last_id = 0
+    changed_runs: set[str] = set()
     # In id order, a batch at a time, so no SELECT is open while its table is updated.
     while rows := conn.execute(
-        "SELECT id, verb, request_uri, operation_id, unmatched_reason FROM events"
+        "SELECT id, verb, request_uri, operation_id, unmatched_reason, run FROM events"
         f" WHERE id > ? {where} ORDER BY id LIMIT {_CHUNK}",
         (last_id, *params),
     ).fetchall():
         updates = []
-        for event_id, verb, request_uri, old_operation, old_reason in rows:
+        for event_id, verb, request_uri, old_operation, old_reason, run in rows:
             operation_id, reason = match(verb, request_uri)
             if operation_id is None:
                 result.unmatched += 1
@@ -131,10 +132,13 @@ def _remap(
                 result.matched += 1
             if (operation_id, reason) != (old_operation, old_reason):
                 updates.append((operation_id, reason, event_id))
+                changed_runs.add(run)
         conn.executemany("UPDATE events SET operation_id = ?, unmatched_reason = ? WHERE id = ?", updates)
         result.changed += len(updates)
         result.events += len(rows)
         last_id = rows[-1][0]
         if progress is not None:
             progress(result.events, total)
+    for run in sorted(changed_runs):
+        refresh_event_groups(conn, run)
     return result

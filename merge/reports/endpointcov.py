@@ -15,15 +15,15 @@ tested (`direct`, `direct_other`, `indirect`, hence `by_test`, `hit`, `conforman
 status is successful (`SUCCESSFUL`: 1xx, as a connect's 101, 2xx or 3xx); the hit counts always hold every
 hit, so a report can say why an endpoint hit only by failures is untested.
 An e2e.test client whose agent carries no test text is no test: its events are neither direct nor indirect hits.
-Everything comes from one pass over the run's events (see `_EVENTS_SQL`), and for marker windows one over
-`attributed_events`. The same pass gives each test's span (`test_spans`: its own events' first request time and
+Everything comes from the run's events as the store counts them as they arrive (`event_groups`, a few tens of
+thousands of rows for a million events: see `_GROUPS_SQL`), and for marker windows from one pass over
+`attributed_events`. The same rows give each test's span (`test_spans`: its own events' first request time and
 last stage time), from which per-test code coverage draws the windows of tests without markers
-(`pertest.windows_of_tests`), so that a report reads the run's events once.
+(`pertest.windows_of_tests`), so that a report reads no event of a run without markers.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,9 +34,6 @@ from auditcov.merge.errors import StoreError
 from auditcov.merge.events import format_time
 from auditcov.merge.openapi.catalogue import Endpoint
 from auditcov.merge.openapi.stored import stored_catalogue
-
-#: The client product of the Kubernetes e2e test binary (DESIGN.md §3).
-E2E_CLIENT = "e2e.test"
 
 #: Status classes of a hit, by the first digit of its response code; `none` when the event has no code (a
 #: RequestReceived event, or a code outside 100..599).
@@ -195,17 +192,14 @@ class EndpointCoverage:
         return self.endpoint_hits.get(operation_id) or Hits()
 
 
-#: One pass over the run's events, aggregated in Python: at a million events a dict of groups takes half the CPU
-#: of SQLite's GROUP BY over `attributed_events` (2.3 s against 4.9 s, bench/report.py's store), whose sorter is
-#: the cost (a GROUP BY over `events` alone: 2.5-3.4 s against 2.0 s). Rows come in receive-time order
-#: (events_identity). An e2e.test event's whole user agent is read (its first word, the version, is cut in
-#: Python: standard SQL has no `instr`). Attribution follows `attributed_events`:
-#: the event's own test, else the owner of its namespace (`namespaces`), else its marker window; windows are read
-#: from the view itself, and only for a run with markers. tests/test_endpointcov.py checks both agree.
-_EVENTS_SQL = """
-SELECT test, namespace, operation_id, unmatched_reason, client = ?, CASE WHEN client = ? THEN user_agent END,
-    code, COALESCE(received_us, stage_us), COALESCE(stage_us, received_us)
-FROM events WHERE run = ? ORDER BY received_us
+#: The run's events as the store counts them (`merge.store.count_events`): rows of groups, which the loop below adds
+#: up, in the order of their first request time. Attribution follows `attributed_events`: the event's own test,
+#: else the owner of its namespace (`namespaces`), else its marker window; windows are read from the view itself,
+#: and only for a run with markers. tests/test_endpointcov.py checks both agree.
+_GROUPS_SQL = """
+SELECT test, namespace, operation_id, unmatched_reason, e2e, e2e_version, code, hits, first_us, last_us, done_us
+FROM event_groups WHERE run = ?
+ORDER BY COALESCE(first_us, 0), test, namespace, operation_id, unmatched_reason, e2e, e2e_version, code
 """
 _WINDOW_SQL = """
 SELECT window_test, operation_id, code, COUNT(*), MIN(COALESCE(received_us, stage_us)),
@@ -218,30 +212,6 @@ GROUP BY 1, 2, 3
 def status_class(code: int | None) -> str:
     """The `STATUS_CLASSES` entry of a response code."""
     return f"{code // 100}xx" if code is not None and 100 <= code <= 599 else "none"
-
-
-def _groups(conn: sqlite3.Connection, run: str) -> dict[tuple, list]:
-    """(test, namespace, operationId, unmatched reason, e2e client, e2e user agent, code) -> [events, first, last,
-    last stage time] (`_EVENTS_SQL`'s times: an event has both or neither)."""
-    groups: dict[tuple, list] = {}
-    get = groups.get
-    for test, namespace, operation_id, reason, e2e, agent, code, at, done in conn.execute(
-        _EVENTS_SQL, (E2E_CLIENT, E2E_CLIENT, run)
-    ):
-        key = (test, namespace, operation_id, reason, e2e, agent, code)
-        entry = get(key)
-        if entry is None:
-            groups[key] = [1, at, at, done]
-            continue
-        entry[0] += 1
-        if at is not None:
-            if entry[1] is None or at < entry[1]:
-                entry[1] = at
-            if entry[2] is None or at > entry[2]:
-                entry[2] = at
-            if entry[3] is None or done > entry[3]:
-                entry[3] = done
-    return groups
 
 
 def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: bool = False) -> EndpointCoverage:
@@ -263,17 +233,15 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: b
     owners = dict(conn.execute("SELECT namespace, test FROM namespaces WHERE run = ?", (run,)))
     events = matched = 0
     spans = coverage.test_spans
-    for (test, namespace, operation_id, reason, e2e, agent, code), (count, first_us, last_us, done_us) in _groups(
-        conn, run
-    ).items():
+    for test, namespace, operation_id, reason, e2e, version, code, count, first_us, last_us, done_us in conn.execute(
+        _GROUPS_SQL, (run,)
+    ):
         events += count
         if test is not None and first_us is not None:
             span = spans.get(test)
             spans[test] = (first_us, done_us) if span is None else (min(span[0], first_us), max(span[1], done_us))
-        if agent:
-            version = agent.partition(" ")[0].partition("/")[2]  # e2e.test/v1.36.0 (linux/amd64) ...
-            if version:
-                coverage.e2e_versions[version] += count
+        if version:
+            coverage.e2e_versions[version] += count
         if e2e and test is not None:
             coverage.e2e_test_names.add(test)
         elif e2e:
