@@ -186,11 +186,13 @@ def _overlaps(windows: list[Window]) -> dict[str, list[str]]:
 
 #: Decoded snapshots kept: neighbouring windows share edge snapshots, and a few cover a run in window order.
 _DECODED_KEPT = 8
+#: Snapshots decoded ahead, each on a thread of its own: decoding one takes longer than taking a delta.
+DECODE_AHEAD = 2
 
 
 class _Deltas:
     """Per-process snapshot deltas, reading each snapshot's counters once for neighbouring windows, and the next
-    snapshot's on `decoder`'s thread meanwhile."""
+    ones' on `decoder`'s threads meanwhile."""
 
     def __init__(self, db: sqlite_utils.Database, snapshots: list[Snapshot], decoder: ThreadPoolExecutor):
         self._db = db
@@ -204,11 +206,14 @@ class _Deltas:
         self._layout = lru_cache(maxsize=2)(lambda layout_hash: load_layout(db, layout_hash))
 
     def _counters(self, snapshot: Snapshot) -> Counters:
-        """A snapshot's counters; the next snapshot of its process (the next window's end, in window order) is
-        decoded on the other thread meanwhile (SQLite and zlib let go of the GIL: decoding was a third of a
-        per-run model)."""
-        for wanted in (snapshot, self._next.get(snapshot.id)):
-            if wanted is None or not wanted.has_counters:
+        """A snapshot's counters; the next snapshots of its process (the next windows' ends, in window order) are
+        decoded on other threads meanwhile (SQLite and zlib let go of the GIL: decoding was a third of a per-run
+        model)."""
+        ahead = [snapshot]
+        while len(ahead) <= DECODE_AHEAD and ahead[-1].id in self._next:
+            ahead.append(self._next[ahead[-1].id])
+        for wanted in ahead:
+            if not wanted.has_counters:
                 continue
             if wanted.id in self._decoded:
                 self._decoded.move_to_end(wanted.id)
@@ -283,7 +288,7 @@ def per_test_coverage(
     if test is not None:
         names = [name for name in names if name == test]
     results = []
-    with ThreadPoolExecutor(1, thread_name_prefix="auditcov-snapshots") as decoder:
+    with ThreadPoolExecutor(DECODE_AHEAD, thread_name_prefix="auditcov-snapshots") as decoder:
         deltas = _Deltas(db, list_snapshots(db, run), decoder)
         for name in names:
             result = PerTestCoverage(name, windows.get(name), shared_with=shared.get(name, []))
