@@ -191,19 +191,14 @@ def _intern_layout(group: list[PerTestCoverage], segments: list[tuple[str, Range
 
 
 def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a 2-D array of integers in 0..2**32-1 (layout file indexes and lines), and the number
-    of each row's among them (what `np.unique(rows, axis=0, return_inverse=True)` gives, by a lexsort of the
-    columns packed two to a uint64: several times faster)."""
-    if rows.shape[1] % 2:
-        rows = np.hstack([rows, np.zeros((len(rows), 1), dtype=rows.dtype)])
-    keys = (rows[:, 0::2].astype(np.uint64) << np.uint64(32)) | rows[:, 1::2].astype(np.uint64)
-    order = np.lexsort(keys.T[::-1])
-    ordered = keys[order]
-    opens = np.ones(len(rows), dtype=bool)
-    opens[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    inverse = np.empty(len(rows), dtype=np.int64)
-    inverse[order] = np.cumsum(opens) - 1
-    return rows[order[opens]], inverse
+    """The distinct rows of a 2-D array of integers in 0..2**32-1 (layout file indexes and lines), in ascending
+    order, and the number of each row's among them (what `np.unique(rows, axis=0, return_inverse=True)` gives, by
+    sorting each row as one string of big-endian uint32s, whose bytes order as the numbers do: several times
+    faster, and a third faster than a lexsort of the columns)."""
+    packed = np.ascontiguousarray(rows, dtype=">u4")
+    keys = packed.view(np.dtype((np.void, packed.itemsize * packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows[first], inverse.reshape(-1)
 
 
 def union_size(segments: Iterable[tuple[str, Ranges]]) -> tuple[int, int]:
