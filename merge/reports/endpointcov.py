@@ -252,7 +252,10 @@ def endpoint_coverage(db: sqlite_utils.Database, run: str, *, successful_only: b
             continue
         matched += count
         status = status_class(code)
-        coverage.endpoint_hits.setdefault(operation_id, Hits()).add(count, first_us, last_us, status)
+        hits = coverage.endpoint_hits.get(operation_id)
+        if hits is None:
+            hits = coverage.endpoint_hits[operation_id] = Hits()
+        hits.add(count, first_us, last_us, status)
         if not (successful_only and status not in SUCCESSFUL):
             if not e2e:
                 coverage.other_clients.add(operation_id)
