@@ -62,6 +62,13 @@ RETRY_AFTER_S = 5
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", Writer)
+#: The writers event batches go to: WRITER, and on PostgreSQL more, each with a connection of its own.
+BATCH_WRITERS = web.AppKey("batch_writers", list)
+#: How many writers take event batches on PostgreSQL. One writer's transactions run one after the other, and each
+#: waits for the server several times (the COPY, the other inserts, the commit): a second one overlaps those waits
+#: with its own (bench/ingest.py: one sink 0.74 of SQLite's rate with one writer; see README). SQLite takes one
+#: writer at a time whatever the number.
+POSTGRES_BATCH_WRITERS = 2
 INGESTOR = web.AppKey("ingestor", Ingestor)
 METRICS = web.AppKey("metrics", Metrics)
 INGEST_TOKEN = web.AppKey("ingest_token", str)
@@ -114,6 +121,8 @@ def init_app(settings: Settings, *, matcher: Matcher | None = None) -> web.Appli
     db.conn.execute("PRAGMA temp_store = MEMORY")
     db.conn.execute(f"PRAGMA busy_timeout = {round(settings.lock_timeout * 1000)}")
     app[WRITER] = Writer(db)
+    extra = POSTGRES_BATCH_WRITERS - 1 if is_postgres_url(settings.db) else 0
+    app[BATCH_WRITERS] = [app[WRITER], *(Writer(open_store(settings.db)) for _ in range(extra))]
     app[INGESTOR] = Ingestor(db, keep_bodies=settings.keep_bodies, matcher=matcher)
     app[METRICS] = Metrics()
     app[INGEST_TOKEN] = read_token(settings.ingest_token_file, "ingest_token_file")
@@ -140,8 +149,9 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # PostgreSQL checkpoints its own WAL.
     checkpointer = None if is_postgres_url(settings.db) else Checkpointer(settings.db, synchronous=settings.synchronous)
-    writer = app[WRITER]
-    writer.start()
+    writers = app[BATCH_WRITERS]
+    for writer in writers:
+        writer.start()
     if checkpointer is not None:
         checkpointer.start()
     yield
@@ -149,7 +159,8 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     # writer's connection closes last, so it checkpoints what is left and removes the WAL.
     if checkpointer is not None:
         await asyncio.get_running_loop().run_in_executor(None, checkpointer.close)
-    await writer.close()
+    for writer in writers:
+        await writer.close()
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -303,7 +314,8 @@ async def _ingest(request: web.Request) -> web.Response:
     # Rows are prepared here, so the writer thread only runs SQLite (which releases the GIL): the next batch is
     # parsed while this one is written.
     batch = ingestor.prepare(run, items)
-    write = app[WRITER].submit(lambda: ingestor.write(batch))
+    writer = min(app[BATCH_WRITERS], key=lambda writer: writer.queued)
+    write = writer.submit(lambda: ingestor.write(batch, writer.db))
     agents = app[AGENTS]
     # The first event of a test new to the run is a boundary: the agents are snapshotted before it is answered
     # (in blocking webhook mode the apiserver has not run the request yet). A run without agents pays nothing.
@@ -375,8 +387,8 @@ async def stats(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive while the store writer runs: without it no batch is ever stored again, and only a restart helps."""
-    if not request.app[WRITER].alive:
-        return _error(503, "the store writer thread has stopped")
+    if not all(writer.alive for writer in request.app[BATCH_WRITERS]):
+        return _error(503, "a store writer thread has stopped")
     return web.Response(text="ok\n")
 
 

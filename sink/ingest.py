@@ -152,9 +152,10 @@ class Ingestor:
             ))  # fmt: skip
         return batch
 
-    def write(self, batch: PreparedBatch) -> IngestResult:
-        """Store a prepared batch inside the caller's open transaction; return the counts."""
-        conn = self.db.conn
+    def write(self, batch: PreparedBatch, db: sqlite_utils.Database | None = None) -> IngestResult:
+        """Store a prepared batch inside the caller's open transaction (on `db`, by default the ingestor's own
+        store); return the counts."""
+        conn = (db or self.db).conn
         run = batch.run
         ensure_run(conn, run, batch.received_us)
         accepted = insert_or_ignore(conn, "events", EVENT_COLUMNS, batch.events)

@@ -66,6 +66,11 @@ class Writer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a transaction (roughly: the queue is read by the writer thread meanwhile)."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         self._thread.start()
 
