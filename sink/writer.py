@@ -1,4 +1,5 @@
-"""The store's one writer: a thread that owns the write connection and commits queued jobs in groups.
+"""A store writer: a thread that owns a write connection and commits queued jobs in groups (the sink runs one;
+on PostgreSQL a second takes event batches too, sink/app.py).
 
 Handlers `await writer.submit(job)`; `job()` runs on the writer thread inside a write transaction
 (`BEGIN IMMEDIATE`). Jobs queued while a transaction is being committed are taken together into the next one
