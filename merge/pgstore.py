@@ -16,8 +16,9 @@ that SQLite reads, and `open_pg_store(url)` gives them a connection with SQLite'
 The schema (`pg_schema`) maps INTEGER to BIGINT, BLOB to BYTEA, an `id INTEGER PRIMARY KEY` to an identity
 column, and TEXT to TEXT with the "C" collation, so that text sorts byte by byte as in SQLite whatever the
 database's locale. REFERENCES clauses are left out: SQLite does not enforce them either. `events` gets an index
-by id, which SQLite's rowid is for free. `events` is partitioned
-by run (one partition per run, made with the run's first batch), so `drop_run` drops a run's events at once.
+by id, which SQLite's rowid is for free. `events` and `event_groups` are partitioned by run (one partition per
+run, made with the run's first batch), so `drop_run` drops a run's events at once, and a run's groups need no
+index by run.
 
 Results read as SQLite gives them: integers as int (PostgreSQL's SUM gives numeric), booleans as 0 and 1.
 
