@@ -24,8 +24,9 @@ Results read as SQLite gives them: integers as int (PostgreSQL's SUM gives numer
 
 Ingest does not go through `translate`: `insert_or_ignore` COPYs a batch's events straight into `events` and,
 only when some are stored already, COPYs them into a temporary table of the session and inserts from there the
-ones that are not. A batch's events are numbered from a block of ids of its own (`events_block_seq`), so that
-the ones it inserted, and only those, are then counted in event_groups by id. Rows go in key order. That
+ones that are not. A batch's events are numbered from a block of ids of its own (`events_block_seq`). Whatever
+inserts events counts the ones it inserted, and only those, in event_groups: a trigger on the statement does it
+(`_COUNTING_TRIGGER`), by the one rule of `merge.store.count_events`. Rows go in key order. That
 matters with several sinks: two transactions that insert the same events lock them in the same order, so
 neither waits on the other in a cycle (such a deadlock, which PostgreSQL ends by failing one, can still come
 from two batches in one transaction: `is_retryable` tells the writer to run it again).
@@ -71,7 +72,23 @@ def pg_schema() -> str:
     ddl = re.sub(r"\bINTEGER\b", "BIGINT", ddl)
     ddl = re.sub(r"\bBLOB\b", "BYTEA", ddl)
     ddl = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', ddl)
-    return ddl.replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW")
+    ddl = ddl.replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW")
+    return ddl + _COUNTING_TRIGGER.format(count=translate(count_events("inserted_events", "TRUE")).sql)
+
+
+#: Every statement that inserts events (a COPY; an INSERT ... ON CONFLICT DO NOTHING, whose transition table holds
+#: only the rows it stored) counts them in event_groups itself, by `merge.store.count_events`, from its transition
+#: table: finding them again by id after each batch took a sixth of the server's time (bench/ingest.py).
+_COUNTING_TRIGGER = """
+CREATE OR REPLACE FUNCTION count_inserted_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    {count};
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS events_counted ON events;
+CREATE TRIGGER events_counted AFTER INSERT ON events REFERENCING NEW TABLE AS inserted_events
+    FOR EACH STATEMENT EXECUTE FUNCTION count_inserted_events();
+"""
 
 
 @dataclass(frozen=True)
@@ -148,15 +165,23 @@ def translate(statement: str) -> Statement:
 
 #: A batch of events takes ids `nextval('events_block_seq') << BLOCK_BITS` on: a block of its own, whatever other
 #: sinks take meanwhile (a batch holds fewer than 2 ** BLOCK_BITS events: the apiserver's hold at most 400, an
-#: import's and a merge's at most tens of thousands).
+#: import's and a merge's at most tens of thousands), for one call of the sequence a batch instead of one an event.
 BLOCK_BITS = 20
-# By id alone: with the run too, the planner reads the run's whole identity index beside the ids'.
-_COUNT_BLOCK = translate(count_events("events", "id BETWEEN ? AND ?")).sql
 #: The tables whose rows are nearly always new (a batch's events; its quarantined items), and so are COPYed: each
 #: session makes a COPY table for each when it connects, for the batches that hold rows stored already.
 _COPIED = ("events", "quarantine")
 #: The schema's column types as PostgreSQL names them (placeholders are cast to them: a NULL has no type).
 _PG_TYPES = {"TEXT": "text", "INTEGER": "bigint", "BLOB": "bytea"}
+
+
+def _copy_rows(cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple], *, types_of: str = "") -> None:
+    """COPY `rows` into `table` in the binary format (the columns typed as `types_of`'s, by default the table's):
+    as text, the sink spent a quarter more on each event and the server a twentieth more (bench/ingest.py)."""
+    spec = schema_tables()[types_of or table]
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([_PG_TYPES[spec.types[spec.columns.index(column)]] for column in columns])
+        for row in rows:
+            copy.write_row(row)
 
 
 class _NumberLoader(psycopg.adapt.Loader):
@@ -282,9 +307,7 @@ class PgConnection:
             return cursor.rowcount
         cursor.execute("SAVEPOINT auditcov_copy")
         try:
-            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            _copy_rows(cursor, table, columns, rows)
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO auditcov_copy")
             cursor.execute("RELEASE auditcov_copy")
@@ -294,31 +317,25 @@ class PgConnection:
 
     def _insert_events(self, cursor: _Cursor, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """A batch of events COPYed straight into `events` (or, when some are stored already, inserted from the
-        session's table skipping those), numbered with a block of ids of their own, by which the ones inserted
-        are then counted in event_groups: round trips as many as the COPY alone needs."""
+        session's table skipping those), numbered with a block of ids of their own; the statement that inserts
+        them counts them in event_groups (`_COUNTING_TRIGGER`)."""
         cursor.execute("SAVEPOINT auditcov_copy; SELECT nextval('events_block_seq')")
         cursor.nextset()
         first = cursor.fetchone()[0] << BLOCK_BITS
         numbered = [(first + at, *row) for at, row in enumerate(rows)]
-        names = ", ".join(("id", *columns))
         try:
-            with cursor.copy(f"COPY events ({names}) FROM STDIN") as copy:
-                for row in numbered:
-                    copy.write_row(row)
+            _copy_rows(cursor, "events", ("id", *columns), numbered)
             inserted = len(rows)
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO auditcov_copy")
             inserted = self._insert_new(cursor, "events", ("id", *columns), numbered)
-        counted = psycopg.ClientCursor(self._conn).mogrify(_COUNT_BLOCK, (first, first + len(rows) - 1))
-        cursor.execute(f"RELEASE auditcov_copy; {counted}")
+        cursor.execute("RELEASE auditcov_copy")
         return inserted
 
     def _insert_new(self, cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
         names = ", ".join(columns)
-        with cursor.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_rows(cursor, f"stage_{table}", columns, rows, types_of=table)
         order = ", ".join(column for column in schema_tables()[table].key if column in columns) or names
         cursor.execute(
             f"WITH staged AS (DELETE FROM stage_{table} RETURNING {names}) "
@@ -406,12 +423,14 @@ def _open(url: str, *, read_only: bool) -> PgDatabase:
     except psycopg.Error as exc:
         raise StoreError(f"{store_name(url)}: cannot open the store: {exc}") from exc
     version = row and row[0]
-    if version is not None and int(version) == 3 and not read_only:
+    if version is not None and int(version) in (3, 4) and not read_only:
         try:
-            _upgrade_from_3(url)
+            _upgrade(url, int(version))
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"{store_name(url)}: cannot upgrade the store from schema version 3: {exc}") from exc
+            raise StoreError(
+                f"{store_name(url)}: cannot upgrade the store from schema version {version}: {exc}"
+            ) from exc
         version = SCHEMA_VERSION
     if version is None or int(version) != SCHEMA_VERSION:
         conn.close()
@@ -437,22 +456,24 @@ def _create_schema(url: str) -> None:
         )
 
 
-def _upgrade_from_3(url: str) -> None:
-    """Schema 3 to 4 (merge/store.py; PostgreSQL stores began at 3): event_groups, counted from the events, and
-    the block ids of new events, past those of the events there."""
+def _upgrade(url: str, version: int) -> None:
+    """Schema 3 or 4 to 5 (merge/store.py; PostgreSQL stores began at 3). From 3: event_groups, counted from the
+    events, and the block ids of new events, past those of the events there. From either: the trigger that counts
+    the events inserted (an older auditcov's sinks count them themselves: stop them first)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as setup, setup.transaction():
         setup.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        if setup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] != "3":
+        if setup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] != str(version):
             return  # another process upgraded it meanwhile
         setup.execute(pg_schema())
-        with setup.cursor() as cursor:
-            for (run,) in setup.execute("SELECT name FROM runs").fetchall():
-                _add_partitions(cursor, run, ("event_groups",))
-        setup.execute(
-            "SELECT setval('events_block_seq', GREATEST((SELECT COALESCE(MAX(id), 0) FROM events) >> %s, 1))",
-            (BLOCK_BITS,),
-        )
-        setup.execute(translate(count_events("events", "TRUE")).sql)
+        if version == 3:
+            with setup.cursor() as cursor:
+                for (run,) in setup.execute("SELECT name FROM runs").fetchall():
+                    _add_partitions(cursor, run, ("event_groups",))
+            setup.execute(
+                "SELECT setval('events_block_seq', GREATEST((SELECT COALESCE(MAX(id), 0) FROM events) >> %s, 1))",
+                (BLOCK_BITS,),
+            )
+            setup.execute(translate(count_events("events", "TRUE")).sql)
         setup.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

@@ -17,6 +17,8 @@ Schema history (SCHEMA_VERSION); `open_store` brings an older store up to date:
        taken (its counters a packed array; msgpack lists are still read); quarantine.raw_encoding, so an item
        that is not valid UTF-8 is kept byte for byte.
     4: event_groups, the events of each run counted as the endpoint model reads them.
+    5: on PostgreSQL, a trigger counts the events each statement inserts (`merge.pgstore`); nothing changes in
+       SQLite.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import sqlite_utils
 from auditcov.merge.errors import StoreError
 from auditcov.merge.useragent import E2E_CLIENT
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 -- Key/value facts about the store itself: schema_version.
@@ -442,6 +444,7 @@ _UPGRADES = {
     ),
     # Every run's events counted as the endpoint model reads them (see refresh_event_groups).
     3: ("", count_events("events", "TRUE") + ";"),
+    4: ("", ""),  # PostgreSQL's trigger only
 }
 
 

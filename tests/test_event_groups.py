@@ -16,7 +16,7 @@ from auditcov.merge.openapi.catalogue import load_catalogue
 from auditcov.merge.openapi.eligibility import load_eligibility
 from auditcov.merge.openapi.matcher import Matcher
 from auditcov.merge.openapi.stored import remap, save_catalogue
-from auditcov.merge.store import open_store, open_store_readonly, transaction
+from auditcov.merge.store import SCHEMA_VERSION, open_store, open_store_readonly, transaction
 from auditcov.sink.cli import cli
 from auditcov.sink.ingest import Ingestor
 
@@ -151,18 +151,41 @@ def test_an_upgraded_store_counts_the_events_it_had(tmp_path):
 def test_a_postgres_store_of_schema_3_is_upgraded_counting_its_events(postgres_url):
     db = open_store(postgres_url)
     Ingestor(db).ingest("r", traffic("a", 300))
-    # Schema 3 as it was: no event_groups, no block ids.
+    # Schema 3 as it was: no event_groups, no block ids, no trigger counting events.
     db.conn.execute("DROP TABLE event_groups")
     db.conn.execute("DROP SEQUENCE events_block_seq")
+    db.conn.execute("DROP TRIGGER events_counted ON events")
+    db.conn.execute("DROP FUNCTION count_inserted_events")
     db.conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     db.conn.close()
-    with pytest.raises(StoreError, match="schema version 3; this auditcov reads 4"):
+    with pytest.raises(StoreError, match=f"schema version 3; this auditcov reads {SCHEMA_VERSION}"):
         open_store_readonly(postgres_url)
     db = open_store(postgres_url)
     try:
         assert stored(db, "r") == oracle(db, "r")
         Ingestor(db).ingest("r", traffic("b", 300))  # new events take ids past the old ones'
         assert db.conn.execute("SELECT COUNT(DISTINCT id) FROM events").fetchone()[0] == 600
+        assert stored(db, "r") == oracle(db, "r")
+    finally:
+        db.conn.close()
+
+
+def test_a_postgres_store_of_schema_4_is_upgraded_to_count_by_trigger_without_counting_twice(postgres_url):
+    db = open_store(postgres_url)
+    Ingestor(db).ingest("r", traffic("a", 300))
+    # Schema 4's sinks counted the events they inserted themselves (as the 300 above are): no trigger.
+    db.conn.execute("DROP TRIGGER events_counted ON events")
+    db.conn.execute("DROP FUNCTION count_inserted_events")
+    db.conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    db.conn.close()
+    db = open_store(postgres_url)
+    try:
+        assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+        assert stored(db, "r") == oracle(db, "r")
+        Ingestor(db).ingest("r", traffic("b", 300) + traffic("a", 50))  # 300 new, 50 stored already
+        assert sum(value[0] for value in stored(db, "r").values()) == 600
         assert stored(db, "r") == oracle(db, "r")
     finally:
         db.conn.close()
