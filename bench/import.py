@@ -15,6 +15,8 @@ Printed in one run:
 - where the parallel import's CPU goes, per event, measured stage by stage in this process on the same input:
   the main process reading lines, pickling the blocks to the workers, the workers decoding, preparing and
   marshalling the rows, the main process unmarshalling them, and the one writer's `Ingestor.commit`;
+- the least any import of them does (decoding, preparing, inserting the rows), against the CPU per event that
+  half the parse-only rate allows on this machine's cores;
 - the load average before and after (the machine is shared: CPU time is the steadier figure).
 
     .venv/bin/python bench/import.py [--events 184393] [--jobs N]
@@ -38,15 +40,17 @@ from pathlib import Path
 
 import orjson
 
+from auditcov.merge.cover.model import gc_paused
 from auditcov.merge.decode import Malformed
 from auditcov.merge.eventfiles import AuditFile, LineBlock, audit_files
+from auditcov.merge.events import event_from_bytes
 from auditcov.merge.openapi.catalogue import load_catalogue
 from auditcov.merge.openapi.eligibility import load_eligibility
 from auditcov.merge.openapi.stored import save_catalogue, stored_matcher
-from auditcov.merge.store import open_store
+from auditcov.merge.store import open_store, transaction
 from auditcov.sink import parallelimport
 from auditcov.sink.importer import IMPORT_BATCH_SIZE
-from auditcov.sink.ingest import Ingestor
+from auditcov.sink.ingest import EVENT_COLUMNS, Ingestor
 
 ROOT = Path(__file__).resolve().parent.parent
 FALCO = ROOT / "tests/fixtures/audit/falco"
@@ -177,6 +181,38 @@ def stages(log: Path, db: Path, events: int) -> None:
           f" {os.cpu_count() * 1e6 / (main + workers):,.0f} events/s")  # fmt: skip
 
 
+def floor(log: Path, db: Path, events: int, baseline_cpu: float) -> None:
+    """The work no import of these events can leave out, stage by stage in this process (CPU us per event): each
+    line decoded into its `AuditEvent` (msgspec alone, without the checks that make `merge.linedecode` exact),
+    the events turned into rows (`Ingestor.prepare`, the endpoint matching included), and the rows inserted into
+    the store's `events` table in 2,000-row transactions (sqlite3's executemany, without event_groups); against
+    what half the parse-only rate allows on this machine's cores."""
+    store = fresh_store(db)
+    ingestor = Ingestor(None, matcher=stored_matcher(store))
+    insert = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    spent = dict.fromkeys(("decode", "prepare", "insert"), 0.0)
+    clock = time.process_time
+    with log.open("rb") as lines, gc_paused():
+        while chunk := [line for _, line in zip(range(IMPORT_BATCH_SIZE), lines, strict=False)]:
+            at = clock()
+            decoded = [event_from_bytes(line) for line in chunk]
+            spent["decode"] += clock() - at
+            at = clock()
+            rows = ingestor.prepare(RUN, decoded).events
+            spent["prepare"] += clock() - at
+            at = clock()
+            with transaction(store.conn):
+                store.conn.executemany(insert, rows)
+            spent["insert"] += clock() - at
+    per_event = {stage: seconds / events * 1e6 for stage, seconds in spent.items()}
+    total = sum(per_event.values())
+    cores = os.cpu_count()
+    print(f"the least an import does, us per event: decoding {per_event['decode']:.1f}, preparing"
+          f" {per_event['prepare']:.1f}, inserting {per_event['insert']:.1f}: {total:.1f} in all,"
+          f" {total / baseline_cpu:.1f} x the parse-only CPU; half the parse-only rate on {cores} cores allows at"
+          f" most {2 * cores:.0f} x, with every core busy all the time and nothing else to do")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=184_393)
@@ -199,6 +235,7 @@ def main() -> None:
         same = events_digest(work / "one.db") == events_digest(work / "all.db")
         print(f"the two stores' events tables are {'identical' if same else 'DIFFERENT'}")
         stages(log, work / "stages.db", args.events)
+        floor(log, work / "floor.db", args.events, cpu)
         print(f"load average {load()}")
         if not same:
             sys.exit(1)
