@@ -36,16 +36,15 @@ import sqlite_utils
 
 from auditcov.merge.decode import Malformed
 from auditcov.merge.errors import AuditcovError, BadEventError
-from auditcov.merge.events import AuditEvent, event_from_json, item_json, json_text, now_us
+from auditcov.merge.events import OBJECT_REF_FIELDS, AuditEvent, event_from_json, item_json, json_text, now_us
 from auditcov.merge.rawjson import JSONShapeError, children, skip_whitespace
 from auditcov.merge.store import ensure_run, insert_or_ignore, transaction
 from auditcov.merge.useragent import CONFORMANCE_TAG, parse_user_agent, tags_in
 
 EVENT_COLUMNS = (
     "run", "audit_id", "stage", "verb", "request_uri", "user_agent", "username", "source_ips",
-    "namespace", "resource", "subresource", "name", "api_group", "api_version", "code", "received_us",
-    "stage_us", "client", "test", "operation_id", "unmatched_reason", "annotations", "request_object",
-    "response_object",
+    *OBJECT_REF_FIELDS, "code", "received_us", "stage_us", "client", "test", "operation_id", "unmatched_reason",
+    "annotations", "request_object", "response_object",
 )  # fmt: skip
 #: What a run may be called (check_run_name); the OpenAPI document (sink/apidoc.py) states the same pattern.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -144,8 +143,8 @@ class Ingestor:
             annotations = event.annotations
             rows.append((
                 run, event.audit_id, event.stage, event.verb, event.request_uri, event.user_agent, event.username,
-                _to_json(event.source_ips or []), event.namespace, event.resource, event.subresource, event.name,
-                event.api_group, event.api_version, event.code, event.received_us, event.stage_us, agent.client,
+                _to_json(event.source_ips or []), *event.object_ref_values, event.code, event.received_us,
+                event.stage_us, agent.client,
                 test, operation_id, unmatched_reason, _to_json(annotations) if annotations else None,
                 json_text(event.request_object) if keep_bodies else None,
                 json_text(event.response_object) if keep_bodies else None,
