@@ -148,16 +148,20 @@ def test_an_upgraded_store_counts_the_events_it_had(tmp_path):
     assert stored(db, "v2") == groups
 
 
-def test_a_postgres_store_of_schema_3_is_upgraded_counting_its_events(postgres_url):
-    db = open_store(postgres_url)
+def make_old_postgres_store(url: str, version: int, *undo: str) -> None:
+    """A PostgreSQL store of 300 events, as a store of schema `version` holds them: without the trigger that
+    counts events (schema 5), and without what the statements `undo` take away."""
+    db = open_store(url)
     Ingestor(db).ingest("r", traffic("a", 300))
-    # Schema 3 as it was: no event_groups, no block ids, no trigger counting events.
-    db.conn.execute("DROP TABLE event_groups")
-    db.conn.execute("DROP SEQUENCE events_block_seq")
-    db.conn.execute("DROP TRIGGER events_counted ON events")
-    db.conn.execute("DROP FUNCTION count_inserted_events")
-    db.conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    for statement in ("DROP TRIGGER events_counted ON events", "DROP FUNCTION count_inserted_events", *undo):
+        db.conn.execute(statement)
+    db.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
     db.conn.close()
+
+
+def test_a_postgres_store_of_schema_3_is_upgraded_counting_its_events(postgres_url):
+    # Schema 3 had no event_groups and no block ids either.
+    make_old_postgres_store(postgres_url, 3, "DROP TABLE event_groups", "DROP SEQUENCE events_block_seq")
     with pytest.raises(StoreError, match=f"schema version 3; this auditcov reads {SCHEMA_VERSION}"):
         open_store_readonly(postgres_url)
     db = open_store(postgres_url)
@@ -171,13 +175,8 @@ def test_a_postgres_store_of_schema_3_is_upgraded_counting_its_events(postgres_u
 
 
 def test_a_postgres_store_of_schema_4_is_upgraded_to_count_by_trigger_without_counting_twice(postgres_url):
-    db = open_store(postgres_url)
-    Ingestor(db).ingest("r", traffic("a", 300))
-    # Schema 4's sinks counted the events they inserted themselves (as the 300 above are): no trigger.
-    db.conn.execute("DROP TRIGGER events_counted ON events")
-    db.conn.execute("DROP FUNCTION count_inserted_events")
-    db.conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    db.conn.close()
+    # Schema 4's sinks counted the events they inserted themselves: its 300 events are counted already.
+    make_old_postgres_store(postgres_url, 4)
     db = open_store(postgres_url)
     try:
         assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
