@@ -174,10 +174,10 @@ _COPIED = ("events", "quarantine")
 _PG_TYPES = {"TEXT": "text", "INTEGER": "bigint", "BLOB": "bytea"}
 
 
-def _copy_rows(cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple], *, types_of: str = "") -> None:
-    """COPY `rows` into `table` in the binary format (the columns typed as `types_of`'s, by default the table's):
-    as text, the sink spent a quarter more on each event and the server a twentieth more (bench/ingest.py)."""
-    spec = schema_tables()[types_of or table]
+def _copy_rows(cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """COPY `rows` into `table` (or its session's `stage_` table) in the binary format, typed as the schema types
+    them: as text, the sink spent a quarter more on each event and the server a twentieth more (bench/ingest.py)."""
+    spec = schema_tables()[table.removeprefix("stage_")]
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types([_PG_TYPES[spec.types[spec.columns.index(column)]] for column in columns])
         for row in rows:
@@ -335,7 +335,7 @@ class PgConnection:
     def _insert_new(self, cursor: _Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """The rows of `rows` not stored yet, COPYed into the session's table for `table` and inserted from there."""
         names = ", ".join(columns)
-        _copy_rows(cursor, f"stage_{table}", columns, rows, types_of=table)
+        _copy_rows(cursor, f"stage_{table}", columns, rows)
         order = ", ".join(column for column in schema_tables()[table].key if column in columns) or names
         cursor.execute(
             f"WITH staged AS (DELETE FROM stage_{table} RETURNING {names}) "

@@ -95,11 +95,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_identity_untimed ON events (run, audit_
 -- on every insert (by test: a quarter of the bytes each commit writes).
 
 -- Each run's events counted by what the endpoint model groups them by (merge/reports/endpointcov.py), so that a
--- report reads tens of thousands of rows instead of a run's million events. `insert_or_ignore` adds a row per group
--- of the events each call stores (never updating one: an update of a row that many batches add to would write a
--- random page of the table for each, and make sinks on one PostgreSQL database wait on each other), so a group's
--- figures are the sum over its rows; `refresh_event_groups` counts a run anew, one row per group, when its
--- events are re-mapped.
+-- report reads tens of thousands of rows instead of a run's million events. Whatever stores events adds a row per
+-- group of the ones it stored (`insert_or_ignore` on SQLite, a trigger on the inserting statement on PostgreSQL;
+-- never updating a row: an update of a row that many batches add to would write a random page of the table for
+-- each, and make sinks on one PostgreSQL database wait on each other), so a group's figures are the sum over its
+-- rows; `refresh_event_groups` counts a run anew, one row per group, when its events are re-mapped.
 CREATE TABLE IF NOT EXISTS event_groups (
     run TEXT NOT NULL,
     test TEXT,                         -- events.test
